@@ -1,0 +1,154 @@
+"""The ``mnist-course`` command line.
+
+Each sub-command is a thin wrapper: the work lives in the module named in its help text, and
+heavy modules (torch, nbclient) are imported only when their sub-command runs.
+Errors derived from :class:`mnist_course.CourseError` are printed as one clear message with
+exit code 1, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mnist_course import CourseError, __version__
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from mnist_course import data
+
+    raw = data.fetch_mnist(args.root)
+    (x_train, y_train), (x_test, y_test) = data.load_mnist(args.root, download=False)
+    print(f"MNIST is ready in {raw}")
+    for name in data.FILES:
+        print(f"  {name}")
+    print(f"train: {x_train.shape[0]:,} images {x_train.shape[1:]} {x_train.dtype}, "
+          f"test: {x_test.shape[0]:,} images")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mnist_course import training
+
+    def on_epoch(row: dict) -> None:
+        print(training.format_epoch(row, args.epochs), flush=True)
+
+    result = training.run(
+        args.impl,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        limit=args.limit,
+        progress=not args.no_progress,
+        on_epoch=on_epoch,
+    )
+    print(f"{args.impl}: test accuracy {result['test_accuracy']:.4f} after {args.epochs} epoch(s), "
+          f"{result['seconds_per_epoch']:.1f} s per epoch")
+    if args.json:
+        keys = ("impl", "epochs", "test_accuracy", "train_seconds", "seconds_per_epoch", "params")
+        print(json.dumps({k: result[k] for k in keys}))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mnist_course import demo
+
+    return demo.main(results=args.results, epochs=args.epochs, device=args.device)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mnist_course import bench
+
+    result = bench.run(batch_size=args.batch_size, steps=args.steps)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(bench.format_result(result))
+    return 0
+
+
+def _cmd_lessons(args: argparse.Namespace) -> int:
+    from mnist_course import notebooks
+
+    return notebooks.lessons_command(check=args.check, solutions=args.solutions,
+                                     lessons=args.lessons)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from mnist_course import notebooks
+
+    return notebooks.check_command(args.notebook)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mnist-course",
+        description="Helpers for the mnist-course lessons: data, training, demo, benchmarks, "
+                    "lesson generation and grading.",
+    )
+    p.add_argument("--version", action="version", version=f"mnist-course {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("data", help="download (or find) and verify MNIST, print where it is")
+    d.add_argument("--root", default=None,
+                   help="data root (default: $MNIST_COURSE_DATA, else ~/.cache/mnist_course)")
+    d.set_defaults(func=_cmd_data)
+
+    t = sub.add_parser("train", help="train the course CNN in NumPy or PyTorch")
+    t.add_argument("impl", choices=["numpy", "torch"])
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="torch only: auto picks CUDA when available")
+    t.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="train on the first N training images only (quick tries)")
+    t.add_argument("--json", action="store_true",
+                   help="end with one JSON line: impl, epochs, test_accuracy, train_seconds, "
+                        "seconds_per_epoch, params")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    t.set_defaults(func=_cmd_train)
+
+    m = sub.add_parser("demo", help="train NumPy then PyTorch and compare them")
+    m.add_argument("--results", default="results", help="folder for learning_curves.png")
+    m.add_argument("--epochs", type=int, default=1)
+    m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    m.set_defaults(func=_cmd_demo)
+
+    b = sub.add_parser("bench", help="milliseconds per training step, NumPy against PyTorch")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--steps", type=int, default=20)
+    b.set_defaults(func=_cmd_bench)
+
+    le = sub.add_parser("lessons", help="regenerate lessons/ from solutions/")
+    le.add_argument("--check", action="store_true",
+                    help="change nothing; exit 1 if lessons/ differs from what would be generated")
+    le.add_argument("--solutions", default="solutions", help=argparse.SUPPRESS)
+    le.add_argument("--lessons", default="lessons", help=argparse.SUPPRESS)
+    le.set_defaults(func=_cmd_lessons)
+
+    c = sub.add_parser("check", help="grade a lesson notebook with nbval")
+    c.add_argument("notebook")
+    c.set_defaults(func=_cmd_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CourseError as exc:
+        print(f"mnist-course: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mnist-course: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
