@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="train NumPy then PyTorch and compare them")
     m.add_argument("--results", default="results", help="folder for learning_curves.png")
-    m.add_argument("--epochs", type=int, default=1)
+    m.add_argument("--epochs", type=int, default=3)
     m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     m.set_defaults(func=_cmd_demo)
 

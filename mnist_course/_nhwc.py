@@ -1,0 +1,157 @@
+"""The fast kernels behind :mod:`mnist_course.numpy_cnn`, in channels-last (NHWC) layout.
+
+One idea: **a convolution is one big matrix product**. Gather every receptive field into a row
+(im2col), multiply by the filters laid out as a matrix, and the result is already the output.
+
+Why channels-last? With x of shape (N, H, W, C) the C values of one pixel sit next to each
+other in memory. A receptive field of a KH×KW kernel is then KH*KW runs of C contiguous numbers,
+so im2col is a cheap copy, the matrix product (N*OH*OW, KH*KW*C) @ (KH*KW*C, F) gives an
+(N*OH*OW, F) array that *is* the NHWC output (no transpose), and the backward pass of im2col
+(col2im) is just KH*KW strided additions, one per kernel offset.
+
+Max pooling likewise loops over the size*size window offsets (4 for a 2×2 window), never over
+pixels, and remembers which offset won so that backward can send each gradient straight there.
+
+These functions trust their inputs; the public, checked, NCHW versions live in
+:mod:`mnist_course.numpy_cnn`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+
+def out_size(size: int, k: int, stride: int, pad: int) -> int:
+    """Output length of a sliding window: floor((size + 2*pad - k) / stride) + 1."""
+    return (size + 2 * pad - k) // stride + 1
+
+
+def pad_hw(x: np.ndarray, pad: int) -> np.ndarray:
+    """Zero-pad the two spatial axes of x (N, H, W, C) -> (N, H+2*pad, W+2*pad, C)."""
+    if pad == 0:
+        return x
+    n, h, w, c = x.shape
+    xp = np.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=x.dtype)
+    xp[:, pad:pad + h, pad:pad + w, :] = x
+    return xp
+
+
+def _offset_view(a: np.ndarray, i: int, j: int, oh: int, ow: int, stride: int) -> np.ndarray:
+    """The (N, OH, OW, C) view of a (N, H, W, C) holding the element at kernel offset (i, j)
+    of every window: a[:, i + stride*p, j + stride*q, :]."""
+    return a[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :]
+
+
+def im2col(xp: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
+    """Receptive fields as rows.
+
+    xp: (N, Hp, Wp, C), already padded.
+    Returns cols: (N*OH*OW, KH*KW*C), row (n, p, q) holding the window at output pixel (p, q),
+    ordered (kernel row, kernel column, channel).
+    """
+    n, hp, wp, c = xp.shape
+    oh, ow = out_size(hp, kh, stride, 0), out_size(wp, kw, stride, 0)
+    s_n, s_h, s_w, s_c = xp.strides
+    windows = as_strided(xp, shape=(n, oh, ow, kh, kw, c),
+                         strides=(s_n, s_h * stride, s_w * stride, s_h, s_w, s_c),
+                         writeable=False)
+    return windows.reshape(n * oh * ow, kh * kw * c)  # the one copy of the forward pass
+
+
+def col2im(dcols: np.ndarray, xp_shape: tuple, kh: int, kw: int, stride: int) -> np.ndarray:
+    """Adjoint of :func:`im2col`: add every row of dcols back onto the pixels it came from.
+
+    dcols: (N*OH*OW, KH*KW*C). Returns dxp: xp_shape = (N, Hp, Wp, C).
+    One strided addition per kernel offset (KH*KW of them), never a loop over pixels.
+    """
+    n, hp, wp, c = xp_shape
+    oh, ow = out_size(hp, kh, stride, 0), out_size(wp, kw, stride, 0)
+    d = dcols.reshape(n, oh, ow, kh, kw, c)
+    dxp = np.zeros(xp_shape, dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            view = _offset_view(dxp, i, j, oh, ow, stride)
+            view += d[:, :, :, i, j, :]
+    return dxp
+
+
+def weight_matrix(w: np.ndarray) -> np.ndarray:
+    """Filters (F, C, KH, KW) as a (KH*KW*C, F) matrix whose rows match :func:`im2col`'s columns."""
+    f, c, kh, kw = w.shape
+    return w.transpose(2, 3, 1, 0).reshape(kh * kw * c, f)
+
+
+def conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0):
+    """Cross-correlation, channels-last.
+
+    x: (N, H, W, C); w: (F, C, KH, KW); b: (F,).
+    Returns out: (N, OH, OW, F) and a cache for :func:`conv_backward`.
+    """
+    n = x.shape[0]
+    f, _, kh, kw = w.shape
+    xp = pad_hw(x, pad)
+    oh, ow = out_size(xp.shape[1], kh, stride, 0), out_size(xp.shape[2], kw, stride, 0)
+    cols = im2col(xp, kh, kw, stride)
+    wmat = weight_matrix(w)
+    out = cols @ wmat
+    out += b
+    return out.reshape(n, oh, ow, f), (cols, wmat, w.shape, x.shape, xp.shape, stride, pad)
+
+
+def conv_backward(dout: np.ndarray, cache, need_dx: bool = True):
+    """Backward of :func:`conv_forward`.
+
+    dout: (N, OH, OW, F). Returns dx: (N, H, W, C) (None when need_dx is False, e.g. for the
+    first layer, whose input is the data), dw: (F, C, KH, KW), db: (F,).
+    """
+    cols, wmat, w_shape, x_shape, xp_shape, stride, pad = cache
+    f, c, kh, kw = w_shape
+    d2 = dout.reshape(-1, f)
+    db = d2.sum(axis=0)
+    dw = (cols.T @ d2).reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
+    dw = np.ascontiguousarray(dw)
+    if not need_dx:
+        return None, dw, db
+    dxp = col2im(d2 @ wmat.T, xp_shape, kh, kw, stride)
+    if pad:
+        h, w = x_shape[1], x_shape[2]
+        dxp = dxp[:, pad:pad + h, pad:pad + w, :]
+    return dxp, dw, db
+
+
+def pool_forward(x: np.ndarray, size: int = 2, stride: int = 2):
+    """Max pooling, channels-last.
+
+    x: (N, H, W, C). Returns out: (N, OH, OW, C) and a cache holding, for every output, the
+    window offset k = i*size + j of its maximum: the FIRST maximum in row-major order (a later
+    element must be strictly larger to win), which is torch's convention.
+    """
+    n, h, w, c = x.shape
+    oh, ow = out_size(h, size, stride, 0), out_size(w, size, stride, 0)
+    out = _offset_view(x, 0, 0, oh, ow, stride).copy()
+    arg = np.zeros(out.shape, dtype=np.uint8 if size * size <= 255 else np.int32)
+    for k in range(1, size * size):
+        v = _offset_view(x, k // size, k % size, oh, ow, stride)
+        better = v > out
+        np.copyto(out, v, where=better)
+        np.copyto(arg, k, where=better)
+    return out, (arg, x.shape, size, stride)
+
+
+def pool_backward(dout: np.ndarray, cache) -> np.ndarray:
+    """Backward of :func:`pool_forward`: each gradient goes to the one element that won.
+
+    dout: (N, OH, OW, C). Returns dx: (N, H, W, C).
+    """
+    arg, x_shape, size, stride = cache
+    oh, ow = dout.shape[1], dout.shape[2]
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    overlapping = stride < size
+    for k in range(size * size):
+        view = _offset_view(dx, k // size, k % size, oh, ow, stride)
+        if overlapping:
+            view += dout * (arg == k)
+        else:  # every position belongs to at most one window: write, do not add
+            np.multiply(dout, arg == k, out=view)
+    return dx

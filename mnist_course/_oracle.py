@@ -1,0 +1,149 @@
+"""Reference answers for :mod:`mnist_course.checks`, computed with PyTorch.
+
+Every function here takes and returns NumPy arrays, works in float64 and uses only
+``torch.nn.functional`` and autograd. The course's own NumPy layers are never used: the checks
+must be able to catch a bug in those layers too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: The parameter names of the course CNN, in the order of the forward pass.
+CNN_KEYS = ("conv1_w", "conv1_b", "conv2_w", "conv2_b", "conv3_w", "conv3_b",
+            "fc1_w", "fc1_b", "fc2_w", "fc2_b")
+
+#: Parameter shapes of the course CNN (conv: (F, C, KH, KW); dense: (D_in, D_out)).
+CNN_SHAPES = {
+    "conv1_w": (32, 1, 3, 3), "conv1_b": (32,),
+    "conv2_w": (64, 32, 3, 3), "conv2_b": (64,),
+    "conv3_w": (64, 64, 3, 3), "conv3_b": (64,),
+    "fc1_w": (576, 64), "fc1_b": (64,),
+    "fc2_w": (64, 10), "fc2_b": (10,),
+}
+
+
+def _tensor(a, grad: bool = False) -> torch.Tensor:
+    t = torch.tensor(np.asarray(a, dtype=np.float64))
+    return t.requires_grad_(grad)
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy().copy()
+
+
+def conv2d(x, w, b, stride: int, pad: int) -> np.ndarray:
+    """Cross-correlation, as ``torch.nn.functional.conv2d``. x (N,C,H,W), w (F,C,KH,KW) -> out."""
+    with torch.no_grad():
+        return _numpy(F.conv2d(_tensor(x), _tensor(w), _tensor(b), stride=stride, padding=pad))
+
+
+def conv2d_grads(x, w, b, stride: int, pad: int, dout):
+    """Gradients (dx, dw, db) of ``sum(conv2d(x, w, b) * dout)``, by autograd."""
+    tx, tw, tb = _tensor(x, True), _tensor(w, True), _tensor(b, True)
+    with torch.enable_grad():
+        out = F.conv2d(tx, tw, tb, stride=stride, padding=pad)
+        out.backward(_tensor(dout))
+    return _numpy(tx.grad), _numpy(tw.grad), _numpy(tb.grad)
+
+
+def maxpool2d(x, size: int, stride: int) -> np.ndarray:
+    """Max pooling (windows that do not fit are dropped, as in torch). x (N,C,H,W) -> out."""
+    with torch.no_grad():
+        return _numpy(F.max_pool2d(_tensor(x), size, stride))
+
+
+def maxpool2d_grad(x, size: int, stride: int, dout) -> np.ndarray:
+    """dx of ``sum(maxpool2d(x) * dout)``; torch sends each window's gradient to its first max."""
+    tx = _tensor(x, True)
+    with torch.enable_grad():
+        F.max_pool2d(tx, size, stride).backward(_tensor(dout))
+    return _numpy(tx.grad)
+
+
+def relu(x) -> np.ndarray:
+    with torch.no_grad():
+        return _numpy(F.relu(_tensor(x)))
+
+
+def relu_grad(x, dout) -> np.ndarray:
+    """dx of ``sum(relu(x) * dout)`` (zero where x <= 0)."""
+    tx = _tensor(x, True)
+    with torch.enable_grad():
+        F.relu(tx).backward(_tensor(dout))
+    return _numpy(tx.grad)
+
+
+def linear(x, w, b) -> np.ndarray:
+    """x (N, D_in) @ w (D_in, D_out) + b (D_out,). torch stores w the other way round."""
+    with torch.no_grad():
+        return _numpy(F.linear(_tensor(x), _tensor(w).T, _tensor(b)))
+
+
+def linear_grads(x, w, b, dout):
+    """Gradients (dx, dw, db) of ``sum(linear(x, w, b) * dout)``, by autograd."""
+    tx, tw, tb = _tensor(x, True), _tensor(w, True), _tensor(b, True)
+    with torch.enable_grad():
+        F.linear(tx, tw.T, tb).backward(_tensor(dout))
+    return _numpy(tx.grad), _numpy(tw.grad), _numpy(tb.grad)
+
+
+def softmax_cross_entropy(logits, y):
+    """Mean cross-entropy of integer labels y (N,) and its gradient dlogits (N, K)."""
+    t = _tensor(logits, True)
+    with torch.enable_grad():
+        loss = F.cross_entropy(t, torch.as_tensor(np.asarray(y), dtype=torch.int64))
+        loss.backward()
+    return float(loss.item()), _numpy(t.grad)
+
+
+def init_cnn_params(seed: int = 0) -> dict:
+    """float64 parameters for the course CNN: He-scaled weights, small non-zero biases."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for key in CNN_KEYS:
+        shape = CNN_SHAPES[key]
+        if key.endswith("_w"):
+            fan_in = int(np.prod(shape[1:])) if key.startswith("conv") else shape[0]
+            params[key] = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+        else:
+            params[key] = 0.05 * rng.standard_normal(shape)
+    return params
+
+
+def cnn_loss_and_grads(params: dict, x, y, flatten: str = "chw"):
+    """Loss and gradients of the course CNN, by autograd.
+
+    ``flatten="hwc"`` flattens in the wrong (H, W, C) order; the check uses it to recognise
+    that bug.
+    """
+    p = {k: _tensor(params[k], True) for k in CNN_KEYS}
+    with torch.enable_grad():
+        h = F.max_pool2d(F.relu(F.conv2d(_tensor(x), p["conv1_w"], p["conv1_b"])), 2, 2)
+        h = F.max_pool2d(F.relu(F.conv2d(h, p["conv2_w"], p["conv2_b"])), 2, 2)
+        h = F.relu(F.conv2d(h, p["conv3_w"], p["conv3_b"]))
+        if flatten == "hwc":
+            h = h.permute(0, 2, 3, 1)
+        h = h.reshape(h.shape[0], -1)
+        h = F.relu(h @ p["fc1_w"] + p["fc1_b"])
+        logits = h @ p["fc2_w"] + p["fc2_b"]
+        loss = F.cross_entropy(logits, torch.as_tensor(np.asarray(y), dtype=torch.int64))
+        loss.backward()
+    return float(loss.item()), {k: _numpy(p[k].grad) for k in CNN_KEYS}
+
+
+def numerical_gradient(f, x: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    """Central differences of a scalar f at x; works on a copy, so x is never changed."""
+    x = np.array(x, dtype=np.float64)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        plus = f(x)
+        x[i] = old - h
+        minus = f(x)
+        x[i] = old
+        grad[i] = (plus - minus) / (2 * h)
+    return grad

@@ -1,0 +1,158 @@
+"""``mnist-course bench``: milliseconds per training step, NumPy reference against PyTorch.
+
+One training step is forward, backward and an Adam update of the course CNN on one batch. Both
+implementations get the same batch (random normalised-looking images: speed does not depend on
+the pixel values), the same weights and the same number of threads (torch is set to use as many
+threads as NumPy's BLAS). After a warm-up, the two are timed in turn, step by step, so that a
+busy machine slows both alike; the report gives the median of each and their ratio.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["blas_threads", "step_flops", "run", "format_result"]
+
+
+def blas_threads() -> int:
+    """Number of threads NumPy's BLAS (OpenBLAS) uses; falls back to the environment / CPU count."""
+    libs = os.path.join(os.path.dirname(np.__file__) + ".libs", "*openblas*")
+    for path in glob.glob(libs):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+                     "openblas_get_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype = ctypes.c_int
+                n = int(fn())
+                if n > 0:
+                    return n
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return os.cpu_count() or 1
+
+
+def step_flops(batch_size: int = 64) -> int:
+    """Floating-point operations in the matrix products of one NumPy training step.
+
+    A product of (M, K) by (K, F) costs 2*M*K*F. Each conv/linear layer does one product forward
+    and two backward (weights and input), except conv1, whose input gradient is never needed.
+    """
+    n = batch_size
+    layers = [  # (M, K, F, needs input gradient)
+        (n * 26 * 26, 9 * 1, 32, False),
+        (n * 11 * 11, 9 * 32, 64, True),
+        (n * 3 * 3, 9 * 64, 64, True),
+        (n, 576, 64, True),
+        (n, 64, 10, True),
+    ]
+    return sum(2 * m * k * f * (3 if dx else 2) for m, k, f, dx in layers)
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _torch_model():
+    """The course CNN in torch: ``mnist_course.torch_cnn.CourseCNN``."""
+    from mnist_course.torch_cnn import CourseCNN
+
+    return CourseCNN()
+
+
+def run(batch_size: int = 64, steps: int = 20) -> dict:
+    """Time one training step of the course CNN in NumPy and in torch.
+
+    Returns a dict: numpy_ms and torch_ms (medians over ``steps``), ratio (numpy / torch),
+    numpy_gflops (matmul GFLOP/s of the NumPy step), threads, batch_size, steps,
+    numpy_epoch_s and torch_epoch_s (estimated seconds for 60,000 images), peak_rss_mb
+    (the peak memory of this process so far, torch included).
+    """
+    if batch_size < 1 or steps < 1:
+        raise ValueError(f"batch_size and steps must be >= 1, got {batch_size} and {steps}")
+    import torch
+    import torch.nn.functional as F
+
+    from mnist_course import numpy_cnn
+    from mnist_course.torch_cnn import load_numpy_params
+
+    threads = blas_threads()
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((batch_size, 1, 28, 28)).astype(np.float32)
+        y = rng.integers(0, 10, batch_size)
+        params = numpy_cnn.init_cnn(0)
+        adam = numpy_cnn.Adam(1e-3)
+        model = _torch_model()
+        load_numpy_params(model, params)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+        def numpy_step():
+            _, grads = numpy_cnn.cnn_loss_and_grads(params, x, y)
+            adam.step(params, grads)
+
+        def torch_step():
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(xt), yt).backward()
+            opt.step()
+
+        def timed(step):
+            start = time.perf_counter()
+            step()
+            return (time.perf_counter() - start) * 1000
+
+        for _ in range(3):  # warm-up: allocator, BLAS threads, torch kernels
+            numpy_step()
+            torch_step()
+        numpy_times, torch_times = [], []
+        for _ in range(steps):  # interleaved, so a busy machine slows both alike
+            numpy_times.append(timed(numpy_step))
+            torch_times.append(timed(torch_step))
+    finally:
+        torch.set_num_threads(old_threads)
+    numpy_ms = statistics.median(numpy_times)
+    torch_ms = statistics.median(torch_times)
+    epoch_steps = math.ceil(60000 / batch_size)
+    return {
+        "numpy_ms": numpy_ms,
+        "torch_ms": torch_ms,
+        "ratio": numpy_ms / torch_ms,
+        "numpy_gflops": step_flops(batch_size) / (numpy_ms / 1000) / 1e9,
+        "threads": threads,
+        "batch_size": batch_size,
+        "steps": steps,
+        "numpy_epoch_s": numpy_ms * epoch_steps / 1000,
+        "torch_epoch_s": torch_ms * epoch_steps / 1000,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def format_result(d: dict) -> str:
+    """A short human-readable report of :func:`run`'s result."""
+    return "\n".join([
+        f"one training step (forward, backward, Adam) of the course CNN, batch {d['batch_size']}, "
+        f"{d['threads']} thread(s), median of {d['steps']} steps",
+        f"  numpy  {d['numpy_ms']:8.2f} ms/step  (~{d['numpy_epoch_s']:.1f} s per 60k epoch, "
+        f"{d['numpy_gflops']:.0f} GFLOP/s in matmuls)",
+        f"  torch  {d['torch_ms']:8.2f} ms/step  (~{d['torch_epoch_s']:.1f} s per 60k epoch)",
+        f"  ratio numpy/torch: {d['ratio']:.2f}",
+        f"  peak memory of this process: {d['peak_rss_mb']:.0f} MB",
+    ])

@@ -1,0 +1,485 @@
+"""Fetch, verify and load MNIST.
+
+The four MNIST files live uncompressed under ``<root>/MNIST/raw/`` with their canonical names,
+the folder layout torchvision uses, so ``torchvision.datasets.MNIST(root, download=False)`` reads
+the very files this module wrote.
+
+- The data root is the ``root`` argument, else ``$MNIST_COURSE_DATA``, else
+  ``$XDG_CACHE_HOME/mnist_course``, else ``~/.cache/mnist_course``.
+- Mirrors come from ``$MNIST_COURSE_MIRRORS`` (base URLs separated by whitespace or commas;
+  ``file://`` and ``http(s)://``), else the public mirrors, in torchvision's order.
+- Each file is downloaded as ``<base>/<name>.gz``, decompressed, and verified by the SHA-256 of
+  its decompressed bytes. It is written to a temporary file in the same folder and renamed onto
+  its canonical name only once it is complete and verified, so an interrupted download never
+  leaves a half-written file behind, and two processes fetching at once both end with intact
+  files.
+- Files already in the cache are checked cheaply (by their size) and left untouched.
+
+Every problem a person can fix is raised as :class:`DataError`, with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import os
+import re
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from mnist_course import CourseError, __version__
+
+__all__ = [
+    "FILES",
+    "MEAN",
+    "PUBLIC_MIRRORS",
+    "SHA256",
+    "SIZES",
+    "STD",
+    "DataError",
+    "data_root",
+    "display_path",
+    "fetch_mnist",
+    "is_cached",
+    "load_mnist",
+    "mirrors",
+    "normalize",
+    "raw_dir",
+    "read_idx",
+]
+
+#: The four MNIST files, by their canonical (uncompressed) names.
+FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+#: SHA-256 of the decompressed bytes of each file (a re-compressed copy is accepted).
+SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+#: Size in bytes of each decompressed file: the cheap check of a cached copy.
+SIZES = {
+    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60_000,
+    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10_000,
+}
+
+#: Public mirrors, in the order torchvision tries them.
+PUBLIC_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+#: Mean and standard deviation of the training pixels scaled to [0, 1].
+MEAN = 0.1307
+STD = 0.3081
+
+#: Seconds to wait for a mirror to answer.
+TIMEOUT = 30
+
+_CHUNK = 1 << 16
+
+# IDX dtype codes: code -> big-endian numpy dtype.
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+_LOCAL_MIRROR_HELP = (
+    "To use a copy you already have, point MNIST_COURSE_MIRRORS at the folder that holds the "
+    "four .gz files, e.g.\n"
+    "    export MNIST_COURSE_MIRRORS=file:///path/to/mnist\n"
+    "(several mirrors may be given, separated by spaces or commas), or set MNIST_COURSE_DATA "
+    "to a folder whose MNIST/raw/ already holds the four uncompressed files."
+)
+
+
+class DataError(CourseError):
+    """MNIST could not be fetched, verified or read; the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# Where things are
+# --------------------------------------------------------------------------------------------
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: ``root``, else ``$MNIST_COURSE_DATA``, else the user cache folder."""
+    if root is not None and str(root) != "":
+        return Path(root).expanduser()
+    env = os.environ.get("MNIST_COURSE_DATA", "").strip()
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    cache = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return cache / "mnist_course"
+
+
+def raw_dir(root: str | os.PathLike | None = None) -> Path:
+    """The folder ``<root>/MNIST/raw`` that holds the four uncompressed files."""
+    return data_root(root) / "MNIST" / "raw"
+
+
+def mirrors() -> list[str]:
+    """Base URLs to try, in order: ``$MNIST_COURSE_MIRRORS`` if set, else :data:`PUBLIC_MIRRORS`.
+
+    A plain folder path in the variable is accepted too and read as a ``file://`` URL.
+    """
+    env = os.environ.get("MNIST_COURSE_MIRRORS", "")
+    items = [s for s in re.split(r"[\s,]+", env) if s]
+    if not items:
+        return list(PUBLIC_MIRRORS)
+    out = []
+    for item in items:
+        if "://" not in item:
+            item = Path(item).expanduser().absolute().as_uri()
+        out.append(item)
+    return out
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A path to show a person without revealing the machine's layout.
+
+    Under the home folder it reads ``~/...``; under ``$MNIST_COURSE_DATA`` it reads
+    ``$MNIST_COURSE_DATA/...``; under the current folder it is relative; otherwise only its
+    last two parts are shown after ``.../``.
+    """
+    p = Path(path).expanduser().absolute()
+    env = os.environ.get("MNIST_COURSE_DATA", "").strip()
+    bases = []
+    if env:
+        bases.append((Path(env).expanduser().absolute(), "$MNIST_COURSE_DATA"))
+    bases.append((Path.home().absolute(), "~"))
+    for base, label in bases:
+        try:
+            rel = p.relative_to(base)
+        except ValueError:
+            continue
+        return label if str(rel) == "." else f"{label}/{rel.as_posix()}"
+    try:
+        return p.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return ".../" + "/".join(p.parts[-2:])
+
+
+# --------------------------------------------------------------------------------------------
+# Reading IDX files
+# --------------------------------------------------------------------------------------------
+
+def _parse_idx_header(buf: bytes, name: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """Validate an IDX header against the buffer size. Returns (dtype, dims, header_bytes)."""
+    redo = "Delete it and run `mnist-course data` to download it again."
+    if len(buf) < 4:
+        raise DataError(f"{name} is not an IDX file: only {len(buf)} bytes long. {redo}")
+    if buf[0] != 0 or buf[1] != 0:
+        raise DataError(
+            f"{name} is not an IDX file: its magic number starts with bytes "
+            f"{buf[0]:#04x} {buf[1]:#04x}, expected 0x00 0x00. {redo}"
+        )
+    code, ndim = buf[2], buf[3]
+    if code not in _IDX_DTYPES:
+        known = ", ".join(f"{c:#04x}" for c in _IDX_DTYPES)
+        raise DataError(f"{name} has an unknown IDX dtype code {code:#04x} (known: {known}). "
+                        f"{redo}")
+    if ndim == 0:
+        raise DataError(f"{name} has an IDX header with 0 dimensions. {redo}")
+    header = 4 + 4 * ndim
+    if len(buf) < header:
+        raise DataError(f"{name} is truncated: {len(buf)} bytes, shorter than its own "
+                        f"{header}-byte header. {redo}")
+    dims = tuple(int(d) for d in np.frombuffer(buf, dtype=">u4", count=ndim, offset=4))
+    dtype = _IDX_DTYPES[code]
+    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(buf) != expected:
+        shape = " x ".join(map(str, dims))
+        raise DataError(
+            f"{name} has {len(buf):,} bytes but its header ({shape} of {dtype.name}) says "
+            f"{expected:,}: the file is truncated or corrupt. {redo}"
+        )
+    return dtype, dims, header
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (raw or ``.gz``) into an array of the shape its header gives.
+
+    The magic number (two zero bytes, a dtype code and the number of dimensions), the dtype code,
+    the dimensions and the byte count are all checked; any problem raises :class:`DataError`.
+    MNIST images come back as uint8 (N, 28, 28), labels as uint8 (N,).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            buf = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{_where(path)} does not exist. Run `mnist-course data` to "
+                        "download MNIST.") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {_where(path)}: {exc.strerror or exc}") from None
+    if buf[:2] == b"\x1f\x8b":
+        try:
+            buf = gzip.decompress(buf)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path.name} is a damaged gzip file ({exc}). Delete it and "
+                            "download it again.") from None
+    dtype, dims, header = _parse_idx_header(buf, path.name)
+    arr = np.frombuffer(buf, dtype=dtype, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Downloading
+# --------------------------------------------------------------------------------------------
+
+class _MirrorError(Exception):
+    """One mirror failed for one file; the reason is kept and the next mirror is tried."""
+
+
+def _is_cached(path: Path, name: str) -> bool:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    want = SIZES.get(name)
+    return path.is_file() and (want is None or size == want)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        r = exc.reason
+        if isinstance(r, OSError) and r.strerror:
+            return r.strerror
+        return str(r)
+    if isinstance(exc, http.client.IncompleteRead):
+        return (f"connection closed after {len(exc.partial):,} bytes "
+                f"({exc.expected:,} more expected): truncated download")
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {TIMEOUT} s"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, OSError) else text
+
+
+def _download(url: str, name: str, progress: bool) -> bytes:
+    """Return the bytes at ``url``; raise :class:`_MirrorError` with a reason on any failure."""
+    from tqdm import tqdm
+
+    req = urllib.request.Request(url, headers={"User-Agent": f"mnist-course/{__version__}"})
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+            ctype = resp.headers.get("Content-Type", "") or ""
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            chunks = []
+            with tqdm(total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
+                      leave=True, ncols=80, mininterval=0.5, file=sys.stderr,
+                      disable=not progress) as bar:
+                while True:
+                    chunk = resp.read(_CHUNK)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    bar.update(len(chunk))
+            body = b"".join(chunks)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise _MirrorError(_reason(exc)) from None
+    if total is not None and len(body) != total:
+        raise _MirrorError(f"got {len(body):,} of {total:,} bytes: truncated download")
+    head = body[:512].lstrip().lower()
+    looks_html = "html" in ctype.lower() or head.startswith(b"<")
+    if body[:2] != b"\x1f\x8b" and looks_html:
+        raise _MirrorError("served an HTML page, not a gzip file (an error or login page? "
+                           "check the URL, or your proxy)")
+    return body
+
+
+def _decompress(body: bytes, name: str) -> bytes:
+    if body[:2] != b"\x1f\x8b":
+        raise _MirrorError(f"{name}.gz is not a gzip file (it starts with {body[:8]!r})")
+    try:
+        return gzip.decompress(body)
+    except EOFError:
+        raise _MirrorError(f"{name}.gz is truncated: the gzip stream ends early") from None
+    except (OSError, zlib.error) as exc:
+        raise _MirrorError(f"{name}.gz is a damaged gzip file ({exc})") from None
+
+
+def _verify(raw: bytes, name: str) -> None:
+    digest = hashlib.sha256(raw).hexdigest()
+    want = SHA256[name]
+    if digest != want:
+        raise _MirrorError(f"checksum mismatch for {name}: expected SHA-256 {want}, "
+                           f"got {digest}")
+    try:
+        _parse_idx_header(raw, name)
+    except DataError as exc:
+        raise _MirrorError(str(exc)) from None
+
+
+def _write_atomic(folder: Path, name: str, raw: bytes) -> None:
+    """Write ``raw`` to ``folder/name`` via a temporary file, fsync and an atomic rename."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+    except OSError as exc:
+        raise _not_writable(folder, exc, name) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, folder / name)
+        tmp = None
+    except OSError as exc:
+        raise _not_writable(folder, exc, name) from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    try:  # make the rename itself durable; not every platform can open a folder
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _where(path: Path) -> str:
+    """How an error message shows a path: short where that is unambiguous, else in full."""
+    shown = display_path(path)
+    return shown if shown.startswith(("~", "$")) else str(Path(path).absolute())
+
+
+def _not_writable(folder: Path, exc: OSError, name: str | None = None) -> DataError:
+    what = f"{name} into " if name else ""
+    return DataError(
+        f"cannot write {what}the MNIST cache in {_where(folder)}: {exc.strerror or exc}.\n"
+        "Choose a folder you can write: pass --root DIR (or root=...), or set MNIST_COURSE_DATA."
+    )
+
+
+def _fetch_one(folder: Path, name: str, bases: list[str], progress: bool) -> None:
+    failures = []
+    for base in bases:
+        url = base.rstrip("/") + "/" + name + ".gz"
+        try:
+            raw = _decompress(_download(url, name, progress), name)
+            _verify(raw, name)
+        except _MirrorError as exc:
+            failures.append((url, str(exc)))
+            continue
+        _write_atomic(folder, name, raw)
+        return
+    lines = "\n".join(f"  - {url}: {why}" for url, why in failures)
+    raise DataError(f"could not get {name} from any mirror:\n{lines}\n{_LOCAL_MIRROR_HELP}")
+
+
+def is_cached(root: str | os.PathLike | None = None) -> bool:
+    """True when the four files are in ``<root>/MNIST/raw`` with the right sizes (no download)."""
+    folder = raw_dir(root)
+    return all(_is_cached(folder / name, name) for name in FILES)
+
+
+def fetch_mnist(root: str | os.PathLike | None = None, *, progress: bool = True) -> Path:
+    """Make sure the four MNIST files are in ``<root>/MNIST/raw`` and return that folder.
+
+    Missing files are downloaded from the mirrors (see :func:`mirrors`), with a progress bar on
+    stderr, verified by SHA-256 and renamed into place atomically. Files already there with the
+    right size are left untouched, and then nothing is printed or written.
+    """
+    folder = raw_dir(root)
+    missing = [name for name in FILES if not _is_cached(folder / name, name)]
+    if not missing:
+        return folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _not_writable(folder, exc) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _not_writable(folder, PermissionError(13, "permission denied"))
+    bases = mirrors()
+    for name in missing:
+        _fetch_one(folder, name, bases, progress)
+    return folder
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+def _load_pair(folder: Path, images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
+    x = read_idx(folder / images)
+    y = read_idx(folder / labels)
+    if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
+        raise DataError(f"{images} holds {x.dtype} images of shape {x.shape}, expected uint8 "
+                        "(N, 28, 28). Delete it and run `mnist-course data` again.")
+    if y.ndim != 1:
+        raise DataError(f"{labels} holds labels of shape {y.shape}, expected (N,). Delete it "
+                        "and run `mnist-course data` again.")
+    if len(x) != len(y):
+        raise DataError(f"{images} holds {len(x):,} images but {labels} holds {len(y):,} "
+                        "labels. Delete both and run `mnist-course data` again.")
+    return x, y.astype(np.int64)
+
+
+def load_mnist(root: str | os.PathLike | None = None, download: bool = True):
+    """Load MNIST as ``(x_train, y_train), (x_test, y_test)``.
+
+    Images are uint8 arrays of shape (N, 28, 28), labels int64 arrays of shape (N,):
+    60,000 training and 10,000 test examples. With ``download=False`` the files must already be
+    in the cache.
+    """
+    if download:
+        folder = fetch_mnist(root)
+    else:
+        folder = raw_dir(root)
+        absent = [n for n in FILES if not (folder / n).is_file()]
+        if absent:
+            raise DataError(f"MNIST is not in {_where(folder)} (missing: "
+                            f"{', '.join(absent)}). Run `mnist-course data`, or call "
+                            "load_mnist(download=True).")
+    train = _load_pair(folder, FILES[0], FILES[1])
+    test = _load_pair(folder, FILES[2], FILES[3])
+    return train, test
+
+
+def normalize(images) -> np.ndarray:
+    """Scale uint8 images to float32 of shape (N, 1, 28, 28): ``(x / 255 - MEAN) / STD``.
+
+    images: (N, 28, 28) or (N, 1, 28, 28). The result has mean about 0 and std about 1 on the
+    training set.
+    """
+    x = np.asarray(images)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"expected images of shape (N, 28, 28) or (N, 1, 28, 28), got {x.shape}")
+    out = x.astype(np.float32) / np.float32(255.0)
+    out -= np.float32(MEAN)
+    out /= np.float32(STD)
+    return out

@@ -1,0 +1,455 @@
+"""The course CNN again, this time in PyTorch: the model, weight transfer, data and training.
+
+The network is the one lesson 03 builds by hand in NumPy::
+
+    input (N, 1, 28, 28)
+    conv1  Conv2d(1 -> 32, 3x3)  + ReLU -> (N, 32, 26, 26) -> MaxPool 2 -> (N, 32, 13, 13)
+    conv2  Conv2d(32 -> 64, 3x3) + ReLU -> (N, 64, 11, 11) -> MaxPool 2 -> (N, 64, 5, 5)
+    conv3  Conv2d(64 -> 64, 3x3) + ReLU -> (N, 64, 3, 3)
+    flatten in (C, H, W) order          -> (N, 576)
+    fc1    Linear(576 -> 64)     + ReLU -> (N, 64)
+    fc2    Linear(64 -> 10)             -> (N, 10) logits
+
+93,322 parameters. Because the flatten order is (C, H, W) in both implementations, the NumPy
+weights load unchanged; only the linear weights are transposed, since NumPy stores them as
+(D_in, D_out) (``x @ w``) and ``nn.Linear`` as (D_out, D_in) (``x @ w.T``).
+
+Nothing here is specific to a device: pass ``device="cuda"`` (or use :func:`pick_device`) and the
+same code trains on a GPU.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from mnist_course import CourseError
+
+__all__ = [
+    "PARAM_SHAPES",
+    "CourseCNN",
+    "ShapeError",
+    "count_params",
+    "evaluate",
+    "fit",
+    "format_summary",
+    "load_numpy_params",
+    "mnist_loaders",
+    "numpy_params",
+    "pick_device",
+    "predict",
+    "summary",
+]
+
+#: NumPy parameter names and shapes: conv weights (F, C, KH, KW), linear weights (D_in, D_out).
+PARAM_SHAPES = {
+    "conv1_w": (32, 1, 3, 3), "conv1_b": (32,),
+    "conv2_w": (64, 32, 3, 3), "conv2_b": (64,),
+    "conv3_w": (64, 64, 3, 3), "conv3_b": (64,),
+    "fc1_w": (576, 64), "fc1_b": (64,),
+    "fc2_w": (64, 10), "fc2_b": (10,),
+}
+
+_LINEAR = ("fc1", "fc2")
+_ALL_LAYERS = ("conv1", "conv2", "conv3", "fc1", "fc2")
+
+
+class ShapeError(CourseError, ValueError):
+    """An input or a weight has the wrong shape; the message names both shapes."""
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+class CourseCNN(nn.Module):
+    """The course CNN (93,322 parameters).
+
+    Input: normalised float32 images of shape (N, 1, 28, 28), as made by
+    ``mnist_course.data.normalize`` or ``ToTensor()`` + ``Normalize((0.1307,), (0.3081,))``.
+    Output: logits of shape (N, 10) (no softmax: ``F.cross_entropy`` applies it).
+
+    Shapes through the network (N is the batch size)::
+
+        conv1 + relu  (N, 32, 26, 26)  -> pool (N, 32, 13, 13)
+        conv2 + relu  (N, 64, 11, 11)  -> pool (N, 64, 5, 5)
+        conv3 + relu  (N, 64, 3, 3)    -> flatten (N, 576)
+        fc1 + relu    (N, 64)
+        fc2           (N, 10)
+
+    The layers are the attributes ``conv1 conv2 conv3 fc1 fc2`` (the only ones with weights) plus
+    ``pool`` (max pooling 2x2, stride 2). They appear in this order in ``state_dict()``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, kernel_size=3)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
+        self.fc1 = nn.Linear(64 * 3 * 3, 64)
+        self.fc2 = nn.Linear(64, 10)
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, 1, 28, 28) float -> logits (N, 10)."""
+        check_input(x)
+        x = self.pool(F.relu(self.conv1(x)))  # (N, 32, 13, 13)
+        x = self.pool(F.relu(self.conv2(x)))  # (N, 64, 5, 5)
+        x = F.relu(self.conv3(x))             # (N, 64, 3, 3)
+        x = torch.flatten(x, 1)               # (N, 576), in (C, H, W) order like NumPy's reshape
+        x = F.relu(self.fc1(x))               # (N, 64)
+        return self.fc2(x)                    # (N, 10)
+
+
+def check_input(x) -> None:
+    """Raise :class:`ShapeError` unless x is a float tensor of shape (N, 1, 28, 28)."""
+    if not isinstance(x, torch.Tensor):
+        raise ShapeError(f"CourseCNN expects a torch.Tensor, got {type(x).__name__}; convert a "
+                         "NumPy batch with torch.from_numpy(x)")
+    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+        hint = ""
+        if x.ndim == 3 and tuple(x.shape[1:]) == (28, 28):
+            hint = "; add the channel axis with x.unsqueeze(1)"
+        elif x.ndim == 2 and x.shape[1] == 784:
+            hint = "; reshape flat images with x.view(-1, 1, 28, 28)"
+        raise ShapeError(f"CourseCNN expects images of shape (N, 1, 28, 28), got "
+                         f"{tuple(x.shape)}{hint}")
+    if not torch.is_floating_point(x):
+        raise ShapeError(f"CourseCNN expects normalised float images, got dtype {x.dtype}; "
+                         "use mnist_course.data.normalize (or ToTensor + Normalize) first")
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters (93,322 for :class:`CourseCNN`)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --------------------------------------------------------------------------------------------
+# Weights: NumPy dict <-> model
+# --------------------------------------------------------------------------------------------
+
+def _check_keys(params: Mapping) -> None:
+    missing = [k for k in PARAM_SHAPES if k not in params]
+    extra = [k for k in params if k not in PARAM_SHAPES]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if extra:
+            parts.append(f"unexpected {', '.join(map(str, extra))}")
+        raise ShapeError(f"the parameter dict does not match the course CNN ({'; '.join(parts)}). "
+                         f"Expected exactly the keys {' '.join(PARAM_SHAPES)}, as made by "
+                         "numpy_cnn.init_cnn")
+
+
+def load_numpy_params(model: CourseCNN, params: Mapping[str, np.ndarray]) -> CourseCNN:
+    """Copy a NumPy parameter dict (as from ``numpy_cnn.init_cnn``) into ``model``; return it.
+
+    params: ``conv{1,2,3}_w`` (F, C, KH, KW), ``conv{1,2,3}_b`` (F,), ``fc{1,2}_w`` (D_in, D_out),
+    ``fc{1,2}_b`` (D_out,). Conv weights are copied as they are; linear weights are transposed to
+    ``nn.Linear``'s (D_out, D_in). Values are cast to the model's dtype and stay on its device.
+    Raises :class:`ShapeError` naming the key and both shapes when something does not fit.
+    """
+    _check_keys(params)
+    for key, want in PARAM_SHAPES.items():
+        got = tuple(np.shape(params[key]))
+        if got != want:
+            raise ShapeError(f"params[{key!r}] has shape {got}, expected {want}"
+                             + (" (NumPy linear weights are (D_in, D_out))"
+                                if got == want[::-1] else ""))
+    with torch.no_grad():
+        for layer in _ALL_LAYERS:
+            module = getattr(model, layer)
+            w = np.asarray(params[f"{layer}_w"])
+            b = np.asarray(params[f"{layer}_b"])
+            if layer in _LINEAR:
+                w = w.T
+            module.weight.copy_(torch.as_tensor(np.ascontiguousarray(w)))
+            module.bias.copy_(torch.as_tensor(b))
+    return model
+
+
+def numpy_params(model: CourseCNN) -> dict[str, np.ndarray]:
+    """The model's weights as a NumPy dict in the ``numpy_cnn`` layout (copies, on the CPU).
+
+    The inverse of :func:`load_numpy_params`: the round trip is exact.
+    """
+    out = {}
+    for layer in _ALL_LAYERS:
+        module = getattr(model, layer)
+        w = module.weight.detach().cpu().numpy()
+        if layer in _LINEAR:
+            w = w.T
+        out[f"{layer}_w"] = np.ascontiguousarray(w).copy()
+        out[f"{layer}_b"] = module.bias.detach().cpu().numpy().copy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Summary table
+# --------------------------------------------------------------------------------------------
+
+def format_summary(rows, total: int) -> str:
+    """The Keras-style summary table, as text.
+
+    rows: (layer, output shape without the batch axis, parameter count) triples; total: the
+    parameter count of the model. The layout is character for character the one
+    ``numpy_cnn.summary`` prints, so lessons 03 and 05 show the same table. It uses nothing from
+    torch, so it could move next to ``numpy_cnn.summary`` and be shared.
+    """
+    lines = [f"{'Layer (type)':<26}{'Output shape':<22}{'Param #':>14}", "=" * 62]
+    for name, shape, n in rows:
+        lines.append(f"{name:<26}{str((None,) + tuple(shape)):<22}{n:>14,}")
+    lines += ["=" * 62, f"Total params: {total:,}", "-" * 62]
+    return "\n".join(lines)
+
+
+def summary_rows(model: CourseCNN) -> list[tuple[str, tuple[int, ...], int]]:
+    """(layer, output shape without N, parameters) for each step of :class:`CourseCNN`.
+
+    Traced on one blank image, so the shapes are the ones the model really produces.
+    """
+    p = next(model.parameters())
+    x = torch.zeros(1, 1, 28, 28, dtype=p.dtype, device=p.device)
+    rows = []
+
+    def add(label, t, module=None):
+        n = sum(q.numel() for q in module.parameters()) if module is not None else 0
+        rows.append((label, tuple(t.shape[1:]), n))
+
+    with torch.no_grad():
+        for i in (1, 2, 3):
+            conv = getattr(model, f"conv{i}")
+            kh, kw = conv.kernel_size
+            x = conv(x)
+            add(f"conv{i} (Conv2d {kh}x{kw})", x, conv)
+            x = F.relu(x)
+            add(f"relu{i} (ReLU)", x)
+            if i < 3:
+                x = model.pool(x)
+                add(f"pool{i} (MaxPool2d {model.pool.kernel_size})", x)
+        x = torch.flatten(x, 1)
+        add("flatten (Flatten)", x)
+        x = model.fc1(x)
+        add("fc1 (Linear)", x, model.fc1)
+        x = F.relu(x)
+        add("relu4 (ReLU)", x)
+        x = model.fc2(x)
+        add("fc2 (Linear)", x, model.fc2)
+    return rows
+
+
+def summary(model: CourseCNN, file=None) -> int:
+    """Print a Keras-style table of layer, output shape and parameters; return the total (93,322)."""
+    total = count_params(model)
+    print(format_summary(summary_rows(model), total), file=file or sys.stdout)
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Device and data
+# --------------------------------------------------------------------------------------------
+
+def pick_device(name: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else the CPU; ``"cpu"``; ``"cuda"`` (or ``"cuda:1"``).
+
+    Raises :class:`CourseError` when CUDA is asked for but not available.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise CourseError(f"device {name!r} was requested but PyTorch sees no CUDA GPU "
+                              f"(torch {torch.__version__}, built with CUDA "
+                              f"{torch.version.cuda or 'no'}). Use --device cpu or --device auto, "
+                              "or install a CUDA build of PyTorch on a machine with a GPU.")
+        try:
+            dev = torch.device(name)
+        except RuntimeError as exc:
+            raise CourseError(f"device {name!r} is not understood: {exc}") from None
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise CourseError(f"device {name!r} was requested but only "
+                              f"{torch.cuda.device_count()} CUDA device(s) exist")
+        return dev
+    raise CourseError(f"unknown device {name!r}: use 'auto', 'cpu' or 'cuda'")
+
+
+def mnist_loaders(batch_size: int = 64, seed: int = 0, limit: int | None = None, root=None,
+                  num_workers: int = 0, *, pin_memory: bool = False, test_batch_size: int = 1000):
+    """Training and test ``DataLoader`` s for MNIST: ``(train_loader, test_loader)``.
+
+    The images are loaded once with ``mnist_course.data.load_mnist`` (the course cache, so no
+    download when it is there), normalised with ``data.normalize`` (exactly what
+    ``ToTensor()`` + ``Normalize((0.1307,), (0.3081,))`` computes) and kept in a
+    ``TensorDataset``: x float32 (N, 1, 28, 28), y int64 (N,). That is the same data as
+    ``torchvision.datasets.MNIST(root, download=False, transform=...)`` (lesson 05 shows that
+    dataset itself), but it skips a PIL image and a transform per example, which on a 2-core
+    machine makes each epoch noticeably faster.
+
+    - batch_size: training batch size; the test loader uses ``test_batch_size`` (no shuffling).
+    - seed: the training order comes from a ``torch.Generator`` seeded with it, so two runs
+      see the batches in the same order.
+    - limit: train on the first ``limit`` training images only (the test set stays whole).
+    - num_workers: 0 loads batches in the main process. With the data already in memory as
+      tensors, worker processes only add start-up and copying cost, so 0 is fastest here.
+    - pin_memory: set it when training on CUDA (page-locked memory copies to the GPU faster).
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from mnist_course import data
+
+    if batch_size < 1:
+        raise CourseError(f"batch_size must be at least 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise CourseError(f"limit must be at least 1 (or None for all 60,000), got {limit}")
+    (x_train, y_train), (x_test, y_test) = data.load_mnist(root)
+    if limit is not None:
+        x_train, y_train = x_train[:limit], y_train[:limit]
+    train = TensorDataset(torch.from_numpy(data.normalize(x_train)), torch.from_numpy(y_train))
+    test = TensorDataset(torch.from_numpy(data.normalize(x_test)), torch.from_numpy(y_test))
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator,
+                              num_workers=num_workers, pin_memory=pin_memory)
+    test_loader = DataLoader(test, batch_size=test_batch_size, shuffle=False,
+                             num_workers=num_workers, pin_memory=pin_memory)
+    return train_loader, test_loader
+
+
+# --------------------------------------------------------------------------------------------
+# Training and evaluation
+# --------------------------------------------------------------------------------------------
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def evaluate(model: nn.Module, loader, device=None) -> float:
+    """Accuracy of ``model`` on every batch of ``loader`` (a float in [0, 1]).
+
+    Runs in ``eval()`` mode under ``torch.no_grad()`` and restores the model's previous mode.
+    device: where to compute (default: where the model's parameters are).
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            correct += (model(x).argmax(dim=1) == y).sum()
+            total += len(y)
+    model.train(was_training)
+    if total == 0:
+        raise CourseError("evaluate() got an empty loader: there is nothing to score")
+    return correct.item() / total
+
+
+def predict(model: nn.Module, x, device=None, batch_size: int = 1000) -> np.ndarray:
+    """Predicted classes, int64 of shape (N,), for images ``x``.
+
+    x: normalised float (N, 1, 28, 28), as a NumPy array or a tensor; uint8 images (N, 28, 28)
+    straight from ``load_mnist`` are normalised first. Computed in batches, in ``eval()`` mode.
+    """
+    if isinstance(x, np.ndarray) and x.dtype == np.uint8:
+        from mnist_course import data
+
+        x = data.normalize(x)
+    x = torch.as_tensor(x)
+    if x.dtype == torch.uint8:
+        raise ShapeError("predict() got a uint8 tensor: pass normalised float images, or the "
+                         "uint8 NumPy array from load_mnist")
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].to(device, dtype=torch.float32)
+            out.append(model(xb).argmax(dim=1).cpu())
+    model.train(was_training)
+    if not out:
+        return np.zeros(0, dtype=np.int64)
+    return torch.cat(out).numpy().astype(np.int64)
+
+
+def fit(model: nn.Module, train_loader, test_loader, *, epochs: int, optimizer=None,
+        device="cpu", progress: bool = True, on_epoch: Callable[[dict], None] | None = None,
+        scheduler=None) -> dict:
+    """Train ``model`` with cross-entropy for ``epochs`` epochs; evaluate after each one.
+
+    - optimizer: any ``torch.optim`` optimiser over ``model.parameters()``; None means
+      ``Adam(lr=1e-3)``.
+    - scheduler: optional learning-rate scheduler, stepped after every optimiser step (as
+      ``OneCycleLR`` expects).
+    - device: ``"cpu"``, ``"cuda"`` or a ``torch.device``; the model and each batch are moved there.
+    - progress: a tqdm bar per epoch on stderr.
+    - on_epoch(row): called with each epoch's row as soon as it is done.
+
+    Returns the history dict: ``epochs`` (one row per epoch: ``epoch``, ``loss`` (mean training
+    loss), ``train_acc`` (accuracy on the training batches while training), ``test_acc``,
+    ``seconds`` (training time of the epoch)), ``step_loss`` (the loss of every step),
+    ``test_accuracy`` (last epoch), ``train_seconds`` (sum of epoch times, evaluation
+    excluded) and ``seconds_per_epoch``.
+    """
+    if epochs < 1:
+        raise CourseError(f"epochs must be at least 1, got {epochs}")
+    device = torch.device(device)
+    model.to(device)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    history = {"epochs": [], "step_loss": []}
+    for epoch in range(1, epochs + 1):
+        model.train()
+        losses, correct, seen = [], torch.zeros((), dtype=torch.int64, device=device), 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", leave=True, ncols=80,
+                   mininterval=0.5, file=sys.stderr, disable=not progress, unit="batch")
+        start = time.perf_counter()
+        for step, (x, y) in enumerate(bar):
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            losses.append(loss.detach())
+            correct += (logits.detach().argmax(dim=1) == y).sum()
+            seen += len(y)
+            if progress and step % 50 == 0:
+                bar.set_postfix(loss=f"{losses[-1].item():.3f}", refresh=False)
+        if not losses:
+            raise CourseError("the training loader is empty: there is nothing to train on")
+        step_loss = torch.stack(losses).float().cpu()  # one transfer per epoch (syncs the GPU)
+        seconds = time.perf_counter() - start
+        bar.close()
+        row = {
+            "epoch": epoch,
+            "loss": float(step_loss.mean()),
+            "train_acc": correct.item() / seen,
+            "test_acc": evaluate(model, test_loader, device),
+            "seconds": seconds,
+        }
+        history["step_loss"].extend(step_loss.tolist())
+        history["epochs"].append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+    history["test_accuracy"] = history["epochs"][-1]["test_acc"]
+    history["train_seconds"] = sum(r["seconds"] for r in history["epochs"])
+    history["seconds_per_epoch"] = history["train_seconds"] / epochs
+    return history

@@ -1,0 +1,124 @@
+"""Packaging: pyproject.toml and environment.yml agree, and the command is installed."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib  # Python 3.11+
+except ModuleNotFoundError:  # pragma: no cover (Python 3.10)
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# What the course needs, by name (issue 2); the versions live in pyproject.toml.
+RUNTIME = {"numpy", "torch", "torchvision", "matplotlib", "tqdm", "nbformat"}
+DEV = {"pytest", "nbval", "nbclient", "ipykernel", "ruff"}  # plus jupyterlab or notebook
+
+
+def pyproject() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+def name_of(requirement: str) -> str:
+    """The normalised project name of a requirement such as ``torch>=2.2; python_version>'3'``."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    assert match, f"cannot read a project name from {requirement!r}"
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower()
+
+
+def env_pip_entries() -> list[str]:
+    """The entries of the ``pip:`` list in environment.yml, read without a YAML library."""
+    entries, in_pip, pip_indent = [], False, 0
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if stripped == "- pip:":
+            in_pip, pip_indent = True, indent
+            continue
+        if in_pip:
+            if indent <= pip_indent:
+                in_pip = False
+            elif stripped.startswith("- "):
+                entries.append(stripped[2:].split(" #")[0].strip())
+    return entries
+
+
+def test_pyproject_declares_what_the_course_needs():
+    project = pyproject()["project"]
+    runtime = {name_of(r) for r in project["dependencies"]}
+    dev = {name_of(r) for r in project["optional-dependencies"]["dev"]}
+    assert RUNTIME <= runtime, f"runtime dependencies lack {sorted(RUNTIME - runtime)}"
+    assert DEV <= dev, f"the dev extra lacks {sorted(DEV - dev)}"
+    assert dev & {"jupyterlab", "notebook"}, "the dev extra needs jupyterlab or notebook"
+    assert project["name"] == "mnist-course"
+    assert "mnist_course" in pyproject()["tool"]["setuptools"]["packages"]
+
+
+def test_environment_yml_agrees_with_pyproject():
+    project = pyproject()["project"]
+    declared = list(project["dependencies"]) + list(project["optional-dependencies"]["dev"])
+    entries = env_pip_entries()
+    editable = [e for e in entries if e.startswith("-e")]
+    listed = [e for e in entries if not e.startswith("-")]
+    assert editable and ".[dev]" in editable[0], \
+        'environment.yml must pip-install the course itself: - -e ".[dev]"'
+    by_name = {name_of(r): r.replace(" ", "") for r in declared}
+    in_env = {name_of(r): r.replace(" ", "") for r in listed}
+    assert set(in_env) == set(by_name), (
+        "environment.yml and pyproject.toml disagree on the dependencies: "
+        f"only in environment.yml {sorted(set(in_env) - set(by_name))}, "
+        f"only in pyproject.toml {sorted(set(by_name) - set(in_env))}"
+    )
+    for name, req in by_name.items():
+        assert in_env[name] == req, f"{name}: environment.yml says {in_env[name]!r}, " \
+                                    f"pyproject.toml says {req!r}"
+    assert len(listed) == len(in_env), "environment.yml lists a dependency twice"
+
+
+def test_environment_yml_is_a_conda_env_file():
+    text = (ROOT / "environment.yml").read_text()
+    pinned = re.search(r"^\s*-\s*python=3\.11\s*$", text, re.MULTILINE)
+    assert pinned, "the env must pin python=3.11"
+    yaml = pytest.importorskip("yaml")
+    env = yaml.safe_load(text)
+    assert env["name"] == "mnist-course"
+    deps = env["dependencies"]
+    assert "pip" in deps
+    pip = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
+    assert pip == env_pip_entries()
+    assert "python=3.11" in deps
+
+
+def test_requires_python_admits_3_11():
+    spec = pyproject()["project"]["requires-python"]
+    assert re.fullmatch(r">=\s*3\.(\d+)", spec) and int(spec.split(".")[1]) <= 11, spec
+
+
+def test_console_script_is_declared_and_installed():
+    target = pyproject()["project"]["scripts"]["mnist-course"]
+    assert target == "mnist_course.cli:main"
+    module, func = target.split(":")
+    assert callable(getattr(importlib.import_module(module), func))
+    scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
+    assert scripts.get("mnist-course") == target, \
+        "mnist-course is not installed: run `make test` (or pip install -e '.[dev]')"
+
+
+def test_python_dash_m_help():
+    proc = subprocess.run([sys.executable, "-m", "mnist_course", "--help"], capture_output=True,
+                          text=True, timeout=120, check=False, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: mnist-course")
+    for command in ("data", "train", "demo", "bench", "lessons", "check"):
+        assert command in proc.stdout
