@@ -10,7 +10,8 @@ so im2col is a cheap copy, the matrix product (N*OH*OW, KH*KW*C) @ (KH*KW*C, F) 
 (col2im) is just KH*KW strided additions, one per kernel offset.
 
 Max pooling likewise loops over the size*size window offsets (4 for a 2×2 window), never over
-pixels, and remembers which offset won so that backward can send each gradient straight there.
+pixels: forward takes a running maximum, backward sends each gradient to the first offset that
+equals the maximum.
 
 These functions trust their inputs; the public, checked, NCHW versions live in
 :mod:`mnist_course.numpy_cnn`.
@@ -60,19 +61,20 @@ def im2col(xp: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
 
 
 def col2im(dcols: np.ndarray, xp_shape: tuple, kh: int, kw: int, stride: int) -> np.ndarray:
-    """Adjoint of :func:`im2col`: add every row of dcols back onto the pixels it came from.
+    """Adjoint of :func:`im2col`: add every window's gradient back onto the pixels it came from.
 
-    dcols: (N*OH*OW, KH*KW*C). Returns dxp: xp_shape = (N, Hp, Wp, C).
+    dcols: (KH*KW, N*OH*OW, C), one contiguous block per kernel offset (the layout that
+    :func:`conv_backward` produces). Returns dxp: xp_shape = (N, Hp, Wp, C).
     One strided addition per kernel offset (KH*KW of them), never a loop over pixels.
     """
     n, hp, wp, c = xp_shape
     oh, ow = out_size(hp, kh, stride, 0), out_size(wp, kw, stride, 0)
-    d = dcols.reshape(n, oh, ow, kh, kw, c)
+    d = dcols.reshape(kh, kw, n, oh, ow, c)
     dxp = np.zeros(xp_shape, dtype=dcols.dtype)
     for i in range(kh):
         for j in range(kw):
             view = _offset_view(dxp, i, j, oh, ow, stride)
-            view += d[:, :, :, i, j, :]
+            view += d[i, j]
     return dxp
 
 
@@ -82,10 +84,11 @@ def weight_matrix(w: np.ndarray) -> np.ndarray:
     return w.transpose(2, 3, 1, 0).reshape(kh * kw * c, f)
 
 
-def conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0):
+def conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
+                 pad: int = 0):
     """Cross-correlation, channels-last.
 
-    x: (N, H, W, C); w: (F, C, KH, KW); b: (F,).
+    x: (N, H, W, C); w: (F, C, KH, KW); b: (F,), or None for no bias.
     Returns out: (N, OH, OW, F) and a cache for :func:`conv_backward`.
     """
     n = x.shape[0]
@@ -93,65 +96,73 @@ def conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1, p
     xp = pad_hw(x, pad)
     oh, ow = out_size(xp.shape[1], kh, stride, 0), out_size(xp.shape[2], kw, stride, 0)
     cols = im2col(xp, kh, kw, stride)
-    wmat = weight_matrix(w)
-    out = cols @ wmat
-    out += b
-    return out.reshape(n, oh, ow, f), (cols, wmat, w.shape, x.shape, xp.shape, stride, pad)
+    out = cols @ weight_matrix(w)
+    if b is not None:
+        out += b
+    return out.reshape(n, oh, ow, f), (cols, w, x.shape, xp.shape, stride, pad, b is not None)
 
 
 def conv_backward(dout: np.ndarray, cache, need_dx: bool = True):
     """Backward of :func:`conv_forward`.
 
     dout: (N, OH, OW, F). Returns dx: (N, H, W, C) (None when need_dx is False, e.g. for the
-    first layer, whose input is the data), dw: (F, C, KH, KW), db: (F,).
+    first layer, whose input is the data), dw: (F, C, KH, KW), db: (F,) (None without bias).
     """
-    cols, wmat, w_shape, x_shape, xp_shape, stride, pad = cache
-    f, c, kh, kw = w_shape
+    cols, w, x_shape, xp_shape, stride, pad, has_bias = cache
+    f, c, kh, kw = w.shape
     d2 = dout.reshape(-1, f)
-    db = d2.sum(axis=0)
+    db = d2.sum(axis=0) if has_bias else None
     dw = (cols.T @ d2).reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
     dw = np.ascontiguousarray(dw)
     if not need_dx:
         return None, dw, db
-    dxp = col2im(d2 @ wmat.T, xp_shape, kh, kw, stride)
+    # dcols for all kernel offsets at once, as KH*KW contiguous (M, C) blocks: d2 @ w_k for
+    # each offset k, with w_k = w[:, :, i, j] of shape (F, C). Contiguous blocks make col2im's
+    # additions run over long rows of memory.
+    w_blocks = w.transpose(2, 3, 0, 1).reshape(kh * kw, f, c)
+    dxp = col2im(np.matmul(d2, w_blocks), xp_shape, kh, kw, stride)
     if pad:
-        h, w = x_shape[1], x_shape[2]
-        dxp = dxp[:, pad:pad + h, pad:pad + w, :]
+        h, w_ = x_shape[1], x_shape[2]
+        dxp = dxp[:, pad:pad + h, pad:pad + w_, :]
     return dxp, dw, db
 
 
 def pool_forward(x: np.ndarray, size: int = 2, stride: int = 2):
     """Max pooling, channels-last.
 
-    x: (N, H, W, C). Returns out: (N, OH, OW, C) and a cache holding, for every output, the
-    window offset k = i*size + j of its maximum: the FIRST maximum in row-major order (a later
-    element must be strictly larger to win), which is torch's convention.
+    x: (N, H, W, C). Returns out: (N, OH, OW, C) and a cache for :func:`pool_backward`.
+    The maximum is built up one window offset at a time (size*size whole-array operations).
     """
     n, h, w, c = x.shape
     oh, ow = out_size(h, size, stride, 0), out_size(w, size, stride, 0)
     out = _offset_view(x, 0, 0, oh, ow, stride).copy()
-    arg = np.zeros(out.shape, dtype=np.uint8 if size * size <= 255 else np.int32)
     for k in range(1, size * size):
-        v = _offset_view(x, k // size, k % size, oh, ow, stride)
-        better = v > out
-        np.copyto(out, v, where=better)
-        np.copyto(arg, k, where=better)
-    return out, (arg, x.shape, size, stride)
+        np.maximum(out, _offset_view(x, k // size, k % size, oh, ow, stride), out=out)
+    return out, (x, out, size, stride)
 
 
 def pool_backward(dout: np.ndarray, cache) -> np.ndarray:
-    """Backward of :func:`pool_forward`: each gradient goes to the one element that won.
+    """Backward of :func:`pool_forward`: each window's gradient goes to ONE element, the first
+    maximum in row-major order (torch's convention for ties).
 
     dout: (N, OH, OW, C). Returns dx: (N, H, W, C).
+    Offsets are visited in row-major order, carrying the gradient not yet handed out: an offset
+    that equals the window's maximum takes all of it, and later (tied) offsets then get zero.
     """
-    arg, x_shape, size, stride = cache
-    oh, ow = dout.shape[1], dout.shape[2]
-    dx = np.zeros(x_shape, dtype=dout.dtype)
-    overlapping = stride < size
+    x, out, size, stride = cache
+    oh, ow = out.shape[1], out.shape[2]
+    dx = np.zeros(x.shape, dtype=dout.dtype)
+    left = dout.copy()  # gradient not yet handed out, per window
+    last = size * size - 1
     for k in range(size * size):
-        view = _offset_view(dx, k // size, k % size, oh, ow, stride)
-        if overlapping:
-            view += dout * (arg == k)
-        else:  # every position belongs to at most one window: write, do not add
-            np.multiply(dout, arg == k, out=view)
+        i, j = k // size, k % size
+        hit = _offset_view(x, i, j, oh, ow, stride) == out
+        view = _offset_view(dx, i, j, oh, ow, stride)
+        if stride < size:  # overlapping windows share positions: add
+            got = left * hit
+            view += got
+        else:  # each position is in at most one window: write
+            got = np.multiply(left, hit, out=view)
+        if k < last:
+            left -= got
     return dx

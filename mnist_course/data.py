@@ -27,6 +27,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -399,6 +400,20 @@ def _fetch_one(folder: Path, name: str, bases: list[str], progress: bool) -> Non
     raise DataError(f"could not get {name} from any mirror:\n{lines}\n{_LOCAL_MIRROR_HELP}")
 
 
+def _remove_stale_parts(folder: Path, max_age: float = 3600.0) -> None:
+    """Delete temporary files that a killed process left behind more than an hour ago.
+
+    Younger ones may belong to a download still running in another process, so they stay.
+    """
+    now = time.time()
+    for part in folder.glob(".*.part"):
+        try:
+            if now - part.stat().st_mtime > max_age:
+                part.unlink()
+        except OSError:
+            pass
+
+
 def is_cached(root: str | os.PathLike | None = None) -> bool:
     """True when the four files are in ``<root>/MNIST/raw`` with the right sizes (no download)."""
     folder = raw_dir(root)
@@ -422,6 +437,7 @@ def fetch_mnist(root: str | os.PathLike | None = None, *, progress: bool = True)
         raise _not_writable(folder, exc) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise _not_writable(folder, PermissionError(13, "permission denied"))
+    _remove_stale_parts(folder)
     bases = mirrors()
     for name in missing:
         _fetch_one(folder, name, bases, progress)

@@ -139,10 +139,12 @@ def _normalise_metadata(nb: nbformat.NotebookNode, name: str) -> None:
     nb.metadata = nbformat.from_dict({"kernelspec": dict(KERNELSPEC),
                                       "language_info": dict(LANGUAGE_INFO)})
     taken = {c.get("id") for c in nb.cells if c.get("id")}
+    seen: set[str] = set()
     for index, cell in enumerate(nb.cells):
-        if not cell.get("id"):
-            cell["id"] = _cell_id(name, index, taken)
+        if not cell.get("id") or cell["id"] in seen:  # missing, or a duplicate (invalid)
+            cell["id"] = _cell_id(Path(name).name, index, taken)
             taken.add(cell["id"])
+        seen.add(cell["id"])
         cell.metadata = nbformat.from_dict(
             {k: v for k, v in cell.metadata.items() if k in KEEP_CELL_METADATA and v})
 
@@ -156,7 +158,7 @@ def make_lesson(solution: nbformat.NotebookNode, name: str = "notebook") -> nbfo
     lesson = nbformat.from_dict(_deepcopy(solution))
     for index, cell in enumerate(lesson.cells):
         cell.source = strip_solutions(cell.source, cell.cell_type,
-                                      where=f"{name}, cell {index} ({cell.cell_type})")
+                                      where=f"{name}, cell {index} ({cell.cell_type}, counting from 0)")
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
@@ -291,7 +293,8 @@ def run_cells(nb: nbformat.NotebookNode, cwd: Path, *, timeout: int = EXECUTE_TI
         bar = tqdm(total=len(cells), desc=progress, unit="cell", leave=True, ncols=80,
                    mininterval=0.5, file=sys.stderr)
     try:
-        with client.setup_kernel(env=kernel_env()):
+        # cleanup_kc: shut the kernel down afterwards, although we made its manager.
+        with client.setup_kernel(env=kernel_env(), cleanup_kc=True):
             for index, cell in cells:
                 try:
                     client.execute_cell(cell, index)
@@ -513,7 +516,13 @@ def _short_source(source: str) -> str:
 def check_command(notebook: str) -> int:
     """``mnist-course check NOTEBOOK``: run nbval (lax, current env) on one notebook, in a pytest
     subprocess, and print a short verdict. Returns 0 when every cell ran, else 1."""
+    import importlib.util
+
     path = Path(notebook)
+    missing = [m for m in ("pytest", "nbval") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise NotebookError(f"grading needs {' and '.join(missing)}: install the course with its "
+                            "dev extras (pip install -e '.[dev]', or make test)")
     if not path.is_file():
         raise NotebookError(f"{notebook}: no such notebook; give the path of a lesson, for "
                             "example lessons/00_data.ipynb")

@@ -661,3 +661,19 @@ def test_cli_data_with_the_real_cache(mnist_raw, capsys):
     assert cli.main(["data", "--root", str(mnist_raw.parent.parent)]) == 0
     out, err = capsys.readouterr()
     assert "MNIST is ready in" in out and "60,000" in out and err == ""
+
+
+def test_stale_temporary_files_are_removed(tmp_path, server, synth, monkeypatch):
+    """A process killed mid-download leaves its temporary file; the next download removes it
+    once it is an hour old, and leaves a younger one (another download may be running)."""
+    server.serve(synth)
+    monkeypatch.setenv("MNIST_COURSE_MIRRORS", server.url)
+    folder = tmp_path / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    old = folder / ".train-images-idx3-ubyte.abc123.part"
+    young = folder / ".train-labels-idx1-ubyte.def456.part"
+    old.write_bytes(b"half a file")
+    young.write_bytes(b"being written")
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    data.fetch_mnist(tmp_path, progress=False)
+    assert leftovers(folder) == sorted([*data.FILES, young.name])

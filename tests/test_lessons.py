@@ -156,7 +156,7 @@ def test_lessons_command_writes_checks_and_removes(tmp_path, capsys):
     _write(sol / "01_a.ipynb", _solution())
     _write(sol / "02_b.ipynb", _solution())
     _write(les / "09_gone.ipynb", _solution())
-    args = dict(solutions=str(sol), lessons=str(les))
+    args = {"solutions": str(sol), "lessons": str(les)}
 
     assert notebooks.lessons_command(check=True, **args) == 1
     out = capsys.readouterr().out
@@ -310,3 +310,13 @@ def test_execute_refuses_machine_paths_and_errors(tmp_path):
     path = _tiny(tmp_path, "x = 1", "1 / 0")
     with pytest.raises(NotebookError, match="cell 1 raised ZeroDivisionError"):
         notebooks.execute_notebook(path, timeout=120, progress=False)
+
+
+def test_ids_do_not_depend_on_the_folder_and_duplicates_are_fixed():
+    nb = _solution()
+    del nb.cells[0]["id"]
+    nb.cells[2]["id"] = nb.cells[1]["id"]
+    a = make_lesson(nb, name="solutions/01_x.ipynb")
+    b = make_lesson(nb, name="/elsewhere/solutions/01_x.ipynb")
+    assert render(a) == render(b)
+    assert len({c.id for c in a.cells}) == 3

@@ -1,0 +1,449 @@
+"""Correct and deliberately buggy layer implementations for tests/test_checks.py.
+
+The correct versions are written here from scratch (not imported from mnist_course.numpy_cnn),
+so the check functions are tested against an implementation of their own. Each buggy version
+holds one typical mistake; the matching test asserts that the check names it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+
+# --------------------------------------------------------------------------------------------
+# Correct implementations
+# --------------------------------------------------------------------------------------------
+
+
+def relu_forward(x):
+    return np.maximum(0, x), x
+
+
+def relu_backward(dout, cache):
+    return dout * (cache > 0)
+
+
+def linear_forward(x, w, b):
+    return x @ w + b, (x, w)
+
+
+def linear_backward(dout, cache):
+    x, w = cache
+    return dout @ w.T, x.T @ dout, dout.sum(axis=0)
+
+
+def softmax_cross_entropy(logits, y):
+    n = logits.shape[0]
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -log_p[np.arange(n), y].mean()
+    d = np.exp(log_p)
+    d[np.arange(n), y] -= 1
+    return loss, d / n
+
+
+def numerical_gradient(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        plus = f(x)
+        x[i] = old - h
+        minus = f(x)
+        x[i] = old
+        grad[i] = (plus - minus) / (2 * h)
+    return grad
+
+
+def _windows(xp, kh, kw, stride):
+    """(N, C, Ho, Wo, KH, KW) view of the windows of an already padded xp."""
+    return sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+
+
+def _pad(x, pad):
+    return np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+
+
+def conv2d_forward(x, w, b, stride=1, pad=0):
+    _, _, kh, kw = w.shape
+    win = _windows(_pad(x, pad), kh, kw, stride)
+    out = np.einsum("nchwij,fcij->nfhw", win, w) + b[None, :, None, None]
+    return out, (x, w, b, stride, pad)
+
+
+def conv2d_backward(dout, cache):
+    x, w, _b, stride, pad = cache
+    _, _, h, wd = x.shape
+    _, _, kh, kw = w.shape
+    xp = _pad(x, pad)
+    win = _windows(xp, kh, kw, stride)
+    ho, wo = dout.shape[2:]
+    db = dout.sum(axis=(0, 2, 3))
+    dw = np.einsum("nchwij,nfhw->fcij", win, dout)
+    dwin = np.einsum("nfhw,fcij->nchwij", dout, w)
+    dxp = np.zeros_like(xp)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride] += dwin[..., i, j]
+    return dxp[:, :, pad:pad + h, pad:pad + wd], dw, db
+
+
+def maxpool2d_forward(x, size=2, stride=2):
+    win = _windows(x, size, size, stride)
+    return win.max(axis=(4, 5)), (x, size, stride)
+
+
+def _route(dout, x, size, stride, index):
+    """Add dout[n, c, i, j] to x's element number index[n, c, i, j] of window (i, j)."""
+    n, c, ho, wo = dout.shape
+    di, dj = np.divmod(index, size)
+    nn, cc, ii, jj = np.indices((n, c, ho, wo))
+    dx = np.zeros_like(x)
+    np.add.at(dx, (nn, cc, ii * stride + di, jj * stride + dj), dout)
+    return dx
+
+
+def _flat_windows(x, size, stride, shape):
+    n, c, ho, wo = shape
+    return _windows(x, size, size, stride).reshape(n, c, ho, wo, size * size)
+
+
+def maxpool2d_backward(dout, cache):
+    x, size, stride = cache
+    first = np.argmax(_flat_windows(x, size, stride, dout.shape), axis=-1)  # first max
+    return _route(dout, x, size, stride, first)
+
+
+def _cnn(params, x, y, conv_bwd=conv2d_backward, flatten_hwc=False, reduce="mean"):
+    """Course CNN loss and gradients from the layers above; options inject bugs."""
+    caches = []
+    h = x
+    for i in (1, 2, 3):
+        h, c_conv = conv2d_forward(h, params[f"conv{i}_w"], params[f"conv{i}_b"])
+        h, c_relu = relu_forward(h)
+        c_pool = None
+        if i < 3:
+            h, c_pool = maxpool2d_forward(h)
+        caches.append((c_conv, c_relu, c_pool))
+    shape = h.shape
+    if flatten_hwc:
+        h = h.transpose(0, 2, 3, 1)
+    flat = h.reshape(h.shape[0], -1)
+    a, c_fc1 = linear_forward(flat, params["fc1_w"], params["fc1_b"])
+    a, c_r = relu_forward(a)
+    logits, c_fc2 = linear_forward(a, params["fc2_w"], params["fc2_b"])
+    loss, d = softmax_cross_entropy(logits, y)
+    if reduce == "sum":
+        loss, d = loss * len(y), d * len(y)
+    grads = {}
+    d, grads["fc2_w"], grads["fc2_b"] = linear_backward(d, c_fc2)
+    d = relu_backward(d, c_r)
+    d, grads["fc1_w"], grads["fc1_b"] = linear_backward(d, c_fc1)
+    if flatten_hwc:
+        d = d.reshape(shape[0], shape[2], shape[3], shape[1]).transpose(0, 3, 1, 2)
+    else:
+        d = d.reshape(shape)
+    for i in (3, 2, 1):
+        c_conv, c_relu, c_pool = caches[i - 1]
+        if c_pool is not None:
+            d = maxpool2d_backward(d, c_pool)
+        d = relu_backward(d, c_relu)
+        bwd = conv_bwd if i == 2 else conv2d_backward
+        d, grads[f"conv{i}_w"], grads[f"conv{i}_b"] = bwd(d, c_conv)
+    return loss, grads
+
+
+def cnn_loss_and_grads(params, x, y):
+    return _cnn(params, x, y)
+
+
+def one_hot(y, num_classes=10):
+    out = np.zeros((len(y), num_classes), dtype=np.float32)
+    out[np.arange(len(y)), y] = 1
+    return out
+
+
+def train_val_split(x, y, n_val=5000, seed=0):
+    perm = np.random.default_rng(seed).permutation(len(x))
+    val, tr = perm[:n_val], perm[n_val:]
+    return x[tr], y[tr], x[val], y[val]
+
+
+def step_decay(epoch, base_lr=0.01, drop=0.5, epochs_per_drop=2):
+    return base_lr * drop ** (epoch // epochs_per_drop)
+
+
+def _shift_batch(x, sy, sx, m, fill):
+    """Image i moved by (sy[i] - m, sx[i] - m), with fill shifted in."""
+    n, c, h, w = x.shape
+    padded = torch.full((n, c, h + 2 * m, w + 2 * m), fill, dtype=x.dtype)
+    padded[..., m:m + h, m:m + w] = x
+    return torch.stack([padded[i, :, sy[i]:sy[i] + h, sx[i]:sx[i] + w] for i in range(n)])
+
+
+def random_shift(x, y, max_shift=2, generator=None):
+    n, m = x.shape[0], max_shift
+    sy = torch.randint(0, 2 * m + 1, (n,), generator=generator)
+    sx = torch.randint(0, 2 * m + 1, (n,), generator=generator)
+    return _shift_batch(x, sy, sx, m, float(x.min())), y
+
+
+# --------------------------------------------------------------------------------------------
+# Buggy implementations: one typical mistake each
+# --------------------------------------------------------------------------------------------
+
+# 1. true convolution: the kernel is flipped
+def conv_flipped(x, w, b, stride=1, pad=0):
+    return conv2d_forward(x, w[:, :, ::-1, ::-1], b, stride, pad)
+
+
+# 2. output size (H + 2P - K + 1) // S: right for stride 1, one short for stride > 1
+def conv_off_by_one(x, w, b, stride=1, pad=0):
+    out, cache = conv2d_forward(x, w, b, stride, pad)
+    ho = (x.shape[2] + 2 * pad - w.shape[2] + 1) // stride
+    wo = (x.shape[3] + 2 * pad - w.shape[3] + 1) // stride
+    return out[:, :, :ho, :wo], cache
+
+
+# 3. padding ignored
+def conv_no_pad(x, w, b, stride=1, pad=0):
+    return conv2d_forward(x, w, b, stride, 0)
+
+
+# 4. db not summed over the batch and spatial positions
+def conv_backward_db_unsummed(dout, cache):
+    dx, dw, _ = conv2d_backward(dout, cache)
+    return dx, dw, dout.sum(axis=(2, 3))
+
+
+def conv_backward_db_raw(dout, cache):
+    dx, dw, _ = conv2d_backward(dout, cache)
+    return dx, dw, dout
+
+
+# dx cropped with [pad:-pad], which is empty when pad == 0
+def conv_backward_crop_bug(dout, cache):
+    x, w, _b, stride, pad = cache
+    xp_cache = (_pad(x, pad), w, _b, stride, 0)
+    dxp, dw, db = conv2d_backward(dout, xp_cache)
+    return dxp[:, :, pad:-pad, pad:-pad], dw, db
+
+
+# conv2 backward with dw flipped, to test that check_cnn_loss_and_grads names the layer
+def conv_backward_dw_flipped(dout, cache):
+    dx, dw, db = conv2d_backward(dout, cache)
+    return dx, dw[:, :, ::-1, ::-1].copy(), db
+
+
+# the course CNN with one bug each
+def cnn_summed_loss(params, x, y):
+    return _cnn(params, x, y, reduce="sum")
+
+
+def cnn_flatten_hwc(params, x, y):
+    return _cnn(params, x, y, flatten_hwc=True)
+
+
+def cnn_conv2_dw_flipped(params, x, y):
+    return _cnn(params, x, y, conv_bwd=conv_backward_dw_flipped)
+
+
+# 5. pooling gradient sent to every position in the window
+def pool_backward_everywhere(dout, cache):
+    x, size, _stride = cache
+    dx = np.zeros_like(x)
+    up = dout.repeat(size, axis=2).repeat(size, axis=3)
+    dx[:, :, :up.shape[2], :up.shape[3]] = up
+    return dx
+
+
+# 6. pooling gradient sent to every tied maximum
+def pool_backward_all_ties(dout, cache):
+    x, size, stride = cache
+    ho, wo = dout.shape[2:]
+    dx = np.zeros_like(x)
+    for i in range(ho):
+        for j in range(wo):
+            win = x[:, :, i * stride:i * stride + size, j * stride:j * stride + size]
+            mask = win == win.max(axis=(2, 3), keepdims=True)
+            dx[:, :, i * stride:i * stride + size, j * stride:j * stride + size] += \
+                mask * dout[:, :, i:i + 1, j:j + 1]
+    return dx
+
+
+# ties resolved to the LAST maximum instead of the first
+def pool_backward_last_tie(dout, cache):
+    x, size, stride = cache
+    win = _flat_windows(x, size, stride, dout.shape)
+    last = size * size - 1 - np.argmax(win[..., ::-1], axis=-1)
+    return _route(dout, x, size, stride, last)
+
+
+# 7. softmax without subtracting the max: overflows for large logits
+def softmax_no_max(logits, y):
+    n = logits.shape[0]
+    e = np.exp(logits)
+    p = e / e.sum(axis=1, keepdims=True)
+    loss = -np.log(p[np.arange(n), y]).mean()
+    p[np.arange(n), y] -= 1
+    return loss, p / n
+
+
+# log(softmax + eps): finite but wrong for large logits
+def softmax_log_clip(logits, y):
+    n = logits.shape[0]
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    loss = -np.log(p[np.arange(n), y] + 1e-12).mean()
+    d = p.copy()
+    d[np.arange(n), y] -= 1
+    return loss, d / n
+
+
+# 8. loss summed instead of averaged: gradient N times too large
+def softmax_summed(logits, y):
+    loss, d = softmax_cross_entropy(logits, y)
+    n = logits.shape[0]
+    return loss * n, d * n
+
+
+# dlogits not divided by N although the loss is a mean
+def softmax_grad_not_averaged(logits, y):
+    loss, d = softmax_cross_entropy(logits, y)
+    return loss, d * logits.shape[0]
+
+
+# 9. linear backward with dw transposed
+def linear_backward_dw_transposed(dout, cache):
+    x, w = cache
+    return dout @ w.T, dout.T @ x, dout.sum(axis=0)
+
+
+def linear_backward_db_unsummed(dout, cache):
+    dx, dw, _ = linear_backward(dout, cache)
+    return dx, dw, dout
+
+
+# 10. a numerical gradient that does not restore x
+def numgrad_no_restore(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        plus = f(x)
+        x[i] = old - h
+        minus = f(x)
+        grad[i] = (plus - minus) / (2 * h)
+    return grad
+
+
+def numgrad_forward_difference(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    f0 = f(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        grad[i] = (f(x) - f0) / h
+        x[i] = old
+    return grad
+
+
+def numgrad_divided_by_h(f, x, h=1e-5):
+    return 2 * numerical_gradient(f, x, h)
+
+
+# ReLU backward that lets the gradient through where x <= 0
+def relu_backward_passthrough(dout, cache):
+    return dout.copy()
+
+
+# ReLU forward that clobbers its input
+def relu_forward_inplace(x):
+    x[x < 0] = 0
+    return x, x
+
+
+def one_hot_int(y, num_classes=10):
+    return np.eye(num_classes, dtype=np.int64)[y]
+
+
+def one_hot_transposed(y, num_classes=10):
+    return one_hot(y, num_classes).T
+
+
+def split_separate_perms(x, y, n_val=5000, seed=0):
+    rng = np.random.default_rng(seed)
+    px, py = rng.permutation(len(x)), rng.permutation(len(y))
+    return x[px[n_val:]], y[py[n_val:]], x[px[:n_val]], y[py[:n_val]]
+
+
+def split_inplace_shuffle(x, y, n_val=5000, seed=0):
+    rng = np.random.default_rng(seed)
+    state = rng.bit_generator.state
+    rng.shuffle(x)
+    rng.bit_generator.state = state
+    rng.shuffle(y)
+    return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
+
+
+def split_unseeded(x, y, n_val=5000, seed=0):
+    perm = np.random.permutation(len(x))
+    return x[perm[n_val:]], y[perm[n_val:]], x[perm[:n_val]], y[perm[:n_val]]
+
+
+def step_decay_off_by_one(epoch, base_lr=0.01, drop=0.5, epochs_per_drop=2):
+    return base_lr * drop ** ((epoch + 1) // epochs_per_drop)
+
+
+def step_decay_every_epoch(epoch, base_lr=0.01, drop=0.5, epochs_per_drop=2):
+    return base_lr * drop ** epoch
+
+
+def shift_roll(x, y, max_shift=2, generator=None):
+    n = x.shape[0]
+    s = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator)
+    out = torch.stack([torch.roll(x[i], (int(s[i, 0]), int(s[i, 1])), dims=(-2, -1))
+                       for i in range(n)])
+    return out, y
+
+
+def shift_exclusive_high(x, y, max_shift=2, generator=None):
+    # torch.randint's upper bound is exclusive: shifts fall in [-m, m - 1], never +m
+    n, m = x.shape[0], max_shift
+    s = torch.randint(-m, m, (n, 2), generator=generator)
+    return _shift_batch(x, s[:, 0] + m, s[:, 1] + m, m, float(x.min())), y
+
+
+def shift_zero_fill(x, y, max_shift=2, generator=None):
+    n, m = x.shape[0], max_shift
+    sy = torch.randint(0, 2 * m + 1, (n,), generator=generator)
+    sx = torch.randint(0, 2 * m + 1, (n,), generator=generator)
+    return _shift_batch(x, sy, sx, m, 0.0), y
+
+
+def shift_same_for_all(x, y, max_shift=2, generator=None):
+    n, m = x.shape[0], max_shift
+    s = torch.randint(0, 2 * m + 1, (2,), generator=generator)
+    return _shift_batch(x, s[0].repeat(n), s[1].repeat(n), m, float(x.min())), y
+
+
+def shift_unseeded(x, y, max_shift=2, generator=None):
+    return random_shift(x, y, max_shift, None)
+
+
+# --------------------------------------------------------------------------------------------
+# Learner-style failures that the checks must report well
+# --------------------------------------------------------------------------------------------
+
+def not_implemented(*args, **kwargs):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+def conv_value_error(x, w, b, stride=1, pad=0):
+    return x.reshape(-1, 7) @ w.reshape(7, -1), None
+
+
+def conv_returns_array(x, w, b, stride=1, pad=0):
+    return conv2d_forward(x, w, b, stride, pad)[0]

@@ -1,0 +1,249 @@
+"""The check functions accept correct code and name the cause of typical bugs.
+
+buggy_layers.py holds a correct implementation of every exercise (written independently of
+mnist_course.numpy_cnn) and one function per typical mistake.
+"""
+
+from __future__ import annotations
+
+import re
+
+import buggy_layers as L
+import numpy as np
+import pytest
+
+from mnist_course import _oracle, checks
+
+CORRECT = {
+    "check_relu": (L.relu_forward, L.relu_backward),
+    "check_linear": (L.linear_forward, L.linear_backward),
+    "check_softmax_cross_entropy": (L.softmax_cross_entropy,),
+    "check_numerical_gradient": (L.numerical_gradient,),
+    "check_conv2d_forward": (L.conv2d_forward,),
+    "check_conv2d_backward": (L.conv2d_forward, L.conv2d_backward),
+    "check_maxpool2d": (L.maxpool2d_forward, L.maxpool2d_backward),
+    "check_cnn_loss_and_grads": (L.cnn_loss_and_grads,),
+    "check_one_hot": (L.one_hot,),
+    "check_train_val_split": (L.train_val_split,),
+    "check_step_decay": (L.step_decay,),
+    "check_random_shift": (L.random_shift,),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_correct_implementation_passes_with_one_line(name, capsys):
+    getattr(checks, name)(*CORRECT[name])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"✓ {name}: ")
+
+
+def test_contract_names_are_exported():
+    for name in CORRECT:
+        assert name in checks.__all__
+
+
+# (id, check, arguments, phrase the failure message must contain: a regular expression)
+BUGS = [
+    # the ten typical bugs of issue 3
+    ("1 flipped kernel", "check_conv2d_forward", (L.conv_flipped,),
+     r"flipped: convolution instead of cross-correlation\?"),
+    ("2 output size off by one for stride > 1", "check_conv2d_forward", (L.conv_off_by_one,),
+     r"stride 2, pad 0[\s\S]*off by one when stride > 1"),
+    ("3 padding ignored", "check_conv2d_forward", (L.conv_no_pad,), r"padding ignored"),
+    ("4 db not summed", "check_conv2d_backward", (L.conv2d_forward, L.conv_backward_db_unsummed),
+     r"db not summed over the batch and spatial positions"),
+    ("4b db is dout", "check_conv2d_backward", (L.conv2d_forward, L.conv_backward_db_raw),
+     r"db not summed over the batch and spatial positions"),
+    ("5 pool gradient everywhere", "check_maxpool2d",
+     (L.maxpool2d_forward, L.pool_backward_everywhere), r"every position in the window"),
+    ("6 pool gradient to every tie", "check_maxpool2d",
+     (L.maxpool2d_forward, L.pool_backward_all_ties), r"many tied maxima[\s\S]*every tied maximum"),
+    ("7 softmax overflow", "check_softmax_cross_entropy", (L.softmax_no_max,),
+     r"inf/nan for large logits: subtract the max before exp"),
+    ("8 loss summed", "check_softmax_cross_entropy", (L.softmax_summed,),
+     r"loss is 4 times too large \(N = 4\): a sum over the batch instead of the mean"),
+    ("9 dw transposed", "check_linear", (L.linear_forward, L.linear_backward_dw_transposed),
+     r"dw has shape \(3, 5\); expected \(5, 3\)[\s\S]*dw is transposed"),
+    ("10 x not restored", "check_numerical_gradient", (L.numgrad_no_restore,),
+     r"did not restore x"),
+    # more typical mistakes
+    ("relu gradient passes where x <= 0", "check_relu",
+     (L.relu_forward, L.relu_backward_passthrough), r"must be 0 where x <= 0"),
+    ("relu forward in place", "check_relu", (L.relu_forward_inplace, L.relu_backward),
+     r"changed its input x in place"),
+    ("conv dx cropped with [pad:-pad]", "check_conv2d_backward",
+     (L.conv2d_forward, L.conv_backward_crop_bug), r"\[pad:-pad\] is \[0:0\]"),
+    ("backward check reports a wrong forward", "check_conv2d_backward",
+     (L.conv_flipped, L.conv2d_backward), r"make check_conv2d_forward pass first"),
+    ("pool ties to the last maximum", "check_maxpool2d",
+     (L.maxpool2d_forward, L.pool_backward_last_tie), r"first maximum in row-major order"),
+    ("log of clipped softmax", "check_softmax_cross_entropy", (L.softmax_log_clip,),
+     r"1e4[\s\S]*wrong only for large logits"),
+    ("dlogits not divided by N", "check_softmax_cross_entropy", (L.softmax_grad_not_averaged,),
+     r"dlogits is 4 times too large"),
+    ("linear db not summed", "check_linear", (L.linear_forward, L.linear_backward_db_unsummed),
+     r"sum dout over the batch"),
+    ("forward differences", "check_numerical_gradient", (L.numgrad_forward_difference,),
+     r"one-sided differences"),
+    ("divided by h", "check_numerical_gradient", (L.numgrad_divided_by_h,),
+     r"twice too large: divide by 2 \* h"),
+    ("cnn loss summed", "check_cnn_loss_and_grads", (L.cnn_summed_loss,),
+     r"loss is 3 times too large"),
+    ("cnn flatten order", "check_cnn_loss_and_grads", (L.cnn_flatten_hwc,),
+     r"flatten order"),
+    ("cnn conv2 backward", "check_cnn_loss_and_grads", (L.cnn_conv2_dw_flipped,),
+     r"wrong gradients: conv2_w;[\s\S]*look first at conv2"),
+    ("one-hot int64", "check_one_hot", (L.one_hot_int,), r"int64; expected float32"),
+    ("one-hot transposed", "check_one_hot", (L.one_hot_transposed,), r"transposed"),
+    ("split with two permutations", "check_train_val_split", (L.split_separate_perms,),
+     r"labels no longer belong to their images"),
+    ("split shuffles in place", "check_train_val_split", (L.split_inplace_shuffle,),
+     r"modified in place"),
+    ("split ignores the seed", "check_train_val_split", (L.split_unseeded,),
+     r"same seed gave a different split"),
+    ("step decay off by one", "check_step_decay", (L.step_decay_off_by_one,),
+     r"off by one epoch"),
+    ("step decay every epoch", "check_step_decay", (L.step_decay_every_epoch,),
+     r"decays every epoch"),
+    ("shift with torch.roll", "check_random_shift", (L.shift_roll,), r"wrap around"),
+    ("shift never reaches +max", "check_random_shift", (L.shift_exclusive_high,),
+     r"upper bound is exclusive"),
+    ("shift fills 0", "check_random_shift", (L.shift_zero_fill,), r"pixels shifted in are 0"),
+    ("one shift for the batch", "check_random_shift", (L.shift_same_for_all,),
+     r"every image got the same shift"),
+    ("shift ignores the generator", "check_random_shift", (L.shift_unseeded,),
+     r"same seeded generator gave different shifts"),
+]
+
+
+@pytest.mark.parametrize(("check", "args", "phrase"), [b[1:] for b in BUGS],
+                         ids=[b[0] for b in BUGS])
+def test_typical_bug_is_named(check, args, phrase, capsys):
+    with pytest.raises(AssertionError) as info:
+        getattr(checks, check)(*args)
+    message = str(info.value)
+    assert re.search(phrase, message), message
+    assert message.startswith(f"{check}"), message
+    assert "✓" not in capsys.readouterr().out
+
+
+def test_failure_names_the_case_and_the_error_size():
+    with pytest.raises(AssertionError) as info:
+        checks.check_conv2d_forward(L.conv_flipped)
+    message = str(info.value)
+    assert "case 1 of 7 failed: x (2, 3, 5, 5), w (4, 3, 3, 3), stride 1, pad 0" in message
+    assert re.search(r"max rel\. error \d\.\de[+-]\d\d \(tolerance 1e-07\)", message)
+
+
+def test_not_implemented_error_propagates_unchanged():
+    for name, args in CORRECT.items():
+        stubbed = (L.not_implemented,) + args[1:]
+        with pytest.raises(NotImplementedError):
+            getattr(checks, name)(*stubbed)
+    with pytest.raises(NotImplementedError):
+        checks.check_relu(L.relu_forward, L.not_implemented)
+
+
+def test_learner_exception_is_wrapped_with_the_case():
+    with pytest.raises(AssertionError) as info:
+        checks.check_conv2d_forward(L.conv_value_error)
+    message = str(info.value)
+    assert "case 1 of 7 failed: x (2, 3, 5, 5)" in message
+    assert "conv_value_error raised ValueError" in message
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_wrong_signature_shows_the_expected_one():
+    def conv(x, w, b, s=1, p=0):
+        return L.conv2d_forward(x, w, b, s, p)
+
+    with pytest.raises(AssertionError, match=r"expected signature is conv2d_forward\(x, w, b, "
+                                             r"stride=1, pad=0\)"):
+        checks.check_conv2d_forward(conv)
+
+
+def test_wrong_return_type_says_what_was_expected():
+    with pytest.raises(AssertionError, match=r"should return a tuple \(out, cache\); it "
+                                             r"returned an array of shape \(2, 4, 3, 3\)"):
+        checks.check_conv2d_forward(L.conv_returns_array)
+    with pytest.raises(AssertionError, match=r"a missing `return`"):
+        checks.check_softmax_cross_entropy(lambda logits, y: None)
+    with pytest.raises(AssertionError, match=r"one value per sample"):
+        checks.check_softmax_cross_entropy(
+            lambda z, y: (np.ones(len(y)), L.softmax_cross_entropy(z, y)[1]))
+
+
+def test_float32_results_pass_with_a_looser_tolerance(capsys):
+    def conv32(x, w, b, stride=1, pad=0):
+        out, cache = L.conv2d_forward(x.astype(np.float32), w.astype(np.float32),
+                                      b.astype(np.float32), stride, pad)
+        return out, cache
+
+    checks.check_conv2d_forward(conv32)
+    assert "(float32 results)" in capsys.readouterr().out
+
+    def cnn32(params, x, y):
+        p32 = {k: v.astype(np.float32) for k, v in params.items()}
+        return L.cnn_loss_and_grads(p32, x.astype(np.float32), y)
+
+    checks.check_cnn_loss_and_grads(cnn32)
+
+
+def test_relu_gradient_at_zero_is_not_tested():
+    # The subgradient at exactly 0 is a convention; the checks avoid x == 0 on purpose.
+    checks.check_relu(L.relu_forward, lambda dout, x: dout * (x >= 0))
+
+
+def test_oracle_gradients_match_finite_differences():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 5, 4))
+    w = rng.standard_normal((2, 2, 2, 3))
+    b = rng.standard_normal(2)
+    stride, pad = 2, 1
+    dout = rng.standard_normal(_oracle.conv2d(x, w, b, stride, pad).shape)
+    dx, dw, db = _oracle.conv2d_grads(x, w, b, stride, pad, dout)
+
+    def loss_x(v):
+        return float(np.sum(_oracle.conv2d(v, w, b, stride, pad) * dout))
+
+    def loss_w(v):
+        return float(np.sum(_oracle.conv2d(x, v, b, stride, pad) * dout))
+
+    np.testing.assert_allclose(dx, _oracle.numerical_gradient(loss_x, x), atol=1e-7)
+    np.testing.assert_allclose(dw, _oracle.numerical_gradient(loss_w, w), atol=1e-7)
+    np.testing.assert_allclose(db, dout.sum(axis=(0, 2, 3)), atol=1e-12)
+
+    logits = rng.standard_normal((3, 4))
+    y = np.array([0, 3, 1])
+    _, dlogits = _oracle.softmax_cross_entropy(logits, y)
+    numeric = _oracle.numerical_gradient(lambda z: _oracle.softmax_cross_entropy(z, y)[0], logits)
+    np.testing.assert_allclose(dlogits, numeric, atol=1e-8)
+
+
+def test_oracle_pooling_sends_ties_to_the_first_maximum():
+    x = np.zeros((1, 1, 2, 2))
+    dx = _oracle.maxpool2d_grad(x, 2, 2, np.ones((1, 1, 1, 1)))
+    assert dx.ravel().tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_checks_leave_their_inputs_alone_and_are_deterministic(capsys):
+    checks.check_conv2d_backward(L.conv2d_forward, L.conv2d_backward)
+    checks.check_conv2d_backward(L.conv2d_forward, L.conv2d_backward)
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == second
+
+
+def test_the_course_reference_passes_the_checks(capsys):
+    """The package's NumPy reference, run through the checks (not used as an oracle)."""
+    ref = pytest.importorskip("mnist_course.numpy_cnn")
+    checks.check_relu(ref.relu_forward, ref.relu_backward)
+    checks.check_linear(ref.linear_forward, ref.linear_backward)
+    checks.check_softmax_cross_entropy(ref.softmax_cross_entropy)
+    checks.check_conv2d_forward(ref.conv2d_forward)
+    checks.check_conv2d_backward(ref.conv2d_forward, ref.conv2d_backward)
+    checks.check_maxpool2d(ref.maxpool2d_forward, ref.maxpool2d_backward)
+    checks.check_cnn_loss_and_grads(ref.cnn_loss_and_grads)
+    gradcheck = pytest.importorskip("mnist_course.gradcheck")
+    checks.check_numerical_gradient(gradcheck.numerical_gradient)
+    assert len(capsys.readouterr().out.splitlines()) == 8

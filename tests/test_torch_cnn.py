@@ -1,0 +1,243 @@
+"""mnist_course.torch_cnn: the model, NumPy <-> torch weight transfer, loaders, fit, evaluate."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from mnist_course import CourseError, data, numpy_cnn
+from mnist_course import torch_cnn as tc
+
+KEYS = ("conv1_w", "conv1_b", "conv2_w", "conv2_b", "conv3_w", "conv3_b",
+        "fc1_w", "fc1_b", "fc2_w", "fc2_b")
+
+
+def _loaders(mnist, n_train, n_test=1000, batch_size=64, seed=0):
+    (x_train, y_train), (x_test, y_test) = mnist
+    train = TensorDataset(torch.from_numpy(data.normalize(x_train[:n_train])),
+                          torch.from_numpy(y_train[:n_train]))
+    test = TensorDataset(torch.from_numpy(data.normalize(x_test[:n_test])),
+                         torch.from_numpy(y_test[:n_test]))
+    g = torch.Generator().manual_seed(seed)
+    return (DataLoader(train, batch_size=batch_size, shuffle=True, generator=g),
+            DataLoader(test, batch_size=500))
+
+
+def _model(seed=0, dtype=torch.float32):
+    model = tc.CourseCNN().to(dtype)
+    return tc.load_numpy_params(model, numpy_cnn.init_cnn(seed))
+
+
+# ---------------------------------------------------------------------------- model
+
+
+def test_shapes_and_parameter_count():
+    model = tc.CourseCNN()
+    assert model(torch.zeros(5, 1, 28, 28)).shape == (5, 10)
+    assert tc.count_params(model) == 93_322
+    assert [n for n, _ in model.named_children() if n != "pool"] == [
+        "conv1", "conv2", "conv3", "fc1", "fc2"]
+
+
+@pytest.mark.parametrize("shape, hint", [
+    ((4, 28, 28), "unsqueeze(1)"),
+    ((4, 784), "view(-1, 1, 28, 28)"),
+    ((4, 3, 28, 28), "(4, 3, 28, 28)"),
+    ((4, 1, 32, 32), "(4, 1, 32, 32)"),
+])
+def test_wrong_input_shape_is_a_clear_error(shape, hint):
+    with pytest.raises(tc.ShapeError, match=r"\(N, 1, 28, 28\)") as info:
+        tc.CourseCNN()(torch.zeros(shape))
+    assert hint in str(info.value)
+    assert isinstance(info.value, CourseError) and isinstance(info.value, ValueError)
+
+
+def test_integer_images_are_rejected():
+    with pytest.raises(tc.ShapeError, match="normalize"):
+        tc.CourseCNN()(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+
+
+def test_summary_is_the_numpy_table():
+    torch_out, numpy_out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(torch_out):
+        total = tc.summary(tc.CourseCNN())
+    with contextlib.redirect_stdout(numpy_out):
+        numpy_cnn.summary(numpy_cnn.init_cnn(0))
+    assert total == 93_322
+    assert torch_out.getvalue() == numpy_out.getvalue()
+    assert "(None, 64, 5, 5)" in torch_out.getvalue()
+    assert "Total params: 93,322" in torch_out.getvalue()
+
+
+# ---------------------------------------------------------------------------- weight transfer
+
+
+def test_numpy_round_trip_is_exact():
+    params = numpy_cnn.init_cnn(seed=3)
+    back = tc.numpy_params(tc.load_numpy_params(tc.CourseCNN(), params))
+    assert tuple(back) == KEYS
+    for k in KEYS:
+        assert back[k].dtype == np.float32 and back[k].flags.c_contiguous, k
+        np.testing.assert_array_equal(back[k], params[k], err_msg=k)
+
+
+def test_torch_round_trip_is_exact():
+    torch.manual_seed(1)
+    a = tc.CourseCNN()
+    b = tc.load_numpy_params(tc.CourseCNN(), tc.numpy_params(a))
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    # numpy_params returns copies: training the model later does not change them
+    p = tc.numpy_params(a)
+    with torch.no_grad():
+        a.fc2.bias.add_(1.0)
+    assert not np.array_equal(p["fc2_b"], tc.numpy_params(a)["fc2_b"])
+
+
+def test_missing_and_extra_keys_are_named():
+    params = numpy_cnn.init_cnn(0)
+    del params["conv2_b"]
+    params["conv4_w"] = np.zeros(3)
+    with pytest.raises(tc.ShapeError, match="missing conv2_b.*unexpected conv4_w"):
+        tc.load_numpy_params(tc.CourseCNN(), params)
+
+
+def test_wrong_shape_names_key_and_both_shapes():
+    params = numpy_cnn.init_cnn(0)
+    params["fc1_w"] = params["fc1_w"].T  # torch layout by mistake
+    with pytest.raises(tc.ShapeError) as info:
+        tc.load_numpy_params(tc.CourseCNN(), params)
+    msg = str(info.value)
+    assert "fc1_w" in msg and "(64, 576)" in msg and "(576, 64)" in msg and "D_in" in msg
+
+
+def test_logits_agree_with_numpy(mnist):
+    (_, _), (x_test, _) = mnist
+    x = data.normalize(x_test[:64])
+    params = numpy_cnn.init_cnn(0)
+    ref, _ = numpy_cnn.cnn_forward(params, x)
+    model = _model(0)
+    with torch.no_grad():
+        got = model(torch.from_numpy(x)).numpy()
+    assert np.abs(got - ref).max() <= 1e-4
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-4), (np.float64, 1e-8)])
+def test_autograd_gradients_agree_with_numpy_backward(mnist, dtype, tol):
+    (_, _), (x_test, y_test) = mnist
+    x = data.normalize(x_test[:64]).astype(dtype)
+    y = y_test[:64]
+    params = {k: v.astype(dtype) for k, v in numpy_cnn.init_cnn(1).items()}
+    loss_ref, grads_ref = numpy_cnn.cnn_loss_and_grads(params, x, y)
+
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    model = tc.load_numpy_params(tc.CourseCNN().to(tdtype), params)
+    loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+    loss.backward()
+    assert abs(loss.item() - loss_ref) <= tol * max(1.0, abs(loss_ref))
+    grads = {}
+    for layer in ("conv1", "conv2", "conv3", "fc1", "fc2"):
+        module = getattr(model, layer)
+        w = module.weight.grad.numpy()
+        grads[f"{layer}_w"] = w.T if layer.startswith("fc") else w
+        grads[f"{layer}_b"] = module.bias.grad.numpy()
+    for k in KEYS:
+        a, b = grads[k], grads_ref[k]
+        err = np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)))
+        # elementwise relative error is fragile for near-zero entries in float32, so also
+        # accept agreement relative to the largest gradient of that parameter
+        scale = np.abs(b).max()
+        assert err <= tol or np.abs(a - b).max() <= tol * scale, (k, err)
+
+
+# ---------------------------------------------------------------------------- device, data
+
+
+def test_pick_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert tc.pick_device("auto") == torch.device("cpu")
+    assert tc.pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(CourseError, match="no CUDA GPU.*--device cpu"):
+        tc.pick_device("cuda")
+    with pytest.raises(CourseError, match="unknown device 'tpu'"):
+        tc.pick_device("tpu")
+
+
+def test_mnist_loaders(mnist):
+    (x_train, y_train), (x_test, _) = mnist
+    train, test = tc.mnist_loaders(batch_size=100, seed=0, limit=300)
+    assert len(train.dataset) == 300 and len(test.dataset) == 10_000
+    xb, yb = next(iter(test))
+    assert xb.dtype == torch.float32 and xb.shape == (1000, 1, 28, 28) and yb.dtype == torch.int64
+    np.testing.assert_array_equal(xb.numpy(), data.normalize(x_test[:1000]))
+    first = [y.tolist() for _, y in train]
+    assert [y.tolist() for _, y in tc.mnist_loaders(batch_size=100, seed=0, limit=300)[0]] \
+        == first
+    assert sorted(sum(first, [])) == sorted(y_train[:300].tolist())  # shuffled, nothing lost
+    assert first != [y_train[i:i + 100].tolist() for i in (0, 100, 200)]
+    other = [y.tolist() for _, y in tc.mnist_loaders(batch_size=100, seed=1, limit=300)[0]]
+    assert other != first
+    with pytest.raises(CourseError, match="limit"):
+        tc.mnist_loaders(limit=0)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def test_fit_learns_and_returns_the_history(mnist):
+    torch.manual_seed(0)
+    model = _model(0)
+    train, test = _loaders(mnist, 2000)
+    rows = []
+    history = tc.fit(model, train, test, epochs=2, progress=False, on_epoch=rows.append)
+    assert set(history) >= {"epochs", "step_loss", "test_accuracy", "train_seconds",
+                            "seconds_per_epoch"}
+    assert rows == history["epochs"] and [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert set(r) == {"epoch", "loss", "train_acc", "test_acc", "seconds"}
+        assert all(isinstance(v, (int, float)) for v in r.values())
+    assert len(history["step_loss"]) == 2 * math.ceil(2000 / 64)
+    assert history["test_accuracy"] == rows[-1]["test_acc"] > 0.85
+    assert rows[1]["loss"] < rows[0]["loss"]
+    assert history["train_seconds"] == pytest.approx(sum(r["seconds"] for r in rows))
+    assert history["seconds_per_epoch"] == pytest.approx(history["train_seconds"] / 2)
+    # predict and evaluate agree, and predict accepts raw uint8 images
+    (_, _), (x_test, y_test) = mnist
+    pred = tc.predict(model, x_test[:1000])
+    assert pred.dtype == np.int64 and pred.shape == (1000,)
+    assert (pred == y_test[:1000]).mean() == pytest.approx(tc.evaluate(model, test))
+
+
+def test_fit_is_deterministic(mnist):
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = _model(0)
+        train, test = _loaders(mnist, 640, n_test=500, seed=7)
+        runs.append(tc.fit(model, train, test, epochs=1, progress=False))
+    assert runs[0]["step_loss"] == runs[1]["step_loss"]
+    assert runs[0]["test_accuracy"] == runs[1]["test_accuracy"]
+
+
+def test_fit_steps_the_scheduler_after_every_step(mnist):
+    model = _model(0)
+    train, test = _loaders(mnist, 320, n_test=100)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=2 * len(train))
+    tc.fit(model, train, test, epochs=2, optimizer=opt, scheduler=sched, progress=False)
+    assert sched.last_epoch == 2 * len(train)
+
+
+def test_fit_rejects_bad_arguments(mnist):
+    train, test = _loaders(mnist, 64, n_test=64)
+    with pytest.raises(CourseError, match="epochs must be at least 1"):
+        tc.fit(tc.CourseCNN(), train, test, epochs=0)
+    empty = DataLoader(TensorDataset(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.int64)))
+    with pytest.raises(CourseError, match="empty"):
+        tc.fit(tc.CourseCNN(), empty, test, epochs=1, progress=False)
