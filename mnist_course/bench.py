@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-__all__ = ["blas_threads", "step_flops", "run", "format_result"]
+__all__ = ["blas_threads", "format_result", "run", "step_flops"]
 
 
 def blas_threads() -> int:
@@ -88,9 +88,10 @@ def run(batch_size: int = 64, steps: int = 20) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from mnist_course import numpy_cnn
+    from mnist_course import _nhwc, numpy_cnn
     from mnist_course.torch_cnn import load_numpy_params
 
+    _nhwc.keep_freed_memory()  # as numpy_cnn.fit does
     threads = blas_threads()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -148,10 +149,10 @@ def run(batch_size: int = 64, steps: int = 20) -> dict:
 def format_result(d: dict) -> str:
     """A short human-readable report of :func:`run`'s result."""
     return "\n".join([
-        f"one training step (forward, backward, Adam) of the course CNN, batch {d['batch_size']}, "
-        f"{d['threads']} thread(s), median of {d['steps']} steps",
-        f"  numpy  {d['numpy_ms']:8.2f} ms/step  (~{d['numpy_epoch_s']:.1f} s per 60k epoch, "
-        f"{d['numpy_gflops']:.0f} GFLOP/s in matmuls)",
+        (f"one training step (forward, backward, Adam) of the course CNN, "
+         f"batch {d['batch_size']}, {d['threads']} thread(s), median of {d['steps']} steps"),
+        (f"  numpy  {d['numpy_ms']:8.2f} ms/step  (~{d['numpy_epoch_s']:.1f} s per 60k epoch, "
+         f"{d['numpy_gflops']:.0f} GFLOP/s in matmuls)"),
         f"  torch  {d['torch_ms']:8.2f} ms/step  (~{d['torch_epoch_s']:.1f} s per 60k epoch)",
         f"  ratio numpy/torch: {d['ratio']:.2f}",
         f"  peak memory of this process: {d['peak_rss_mb']:.0f} MB",

@@ -9,6 +9,11 @@ On success a check prints one line, e.g. ``✓ check_conv2d_forward: 6 cases, ma
 3.1e-12``. On failure it raises ``AssertionError`` that names the case (shapes, stride, pad),
 shows how large the error is and, when the symptom is a typical one, suggests the likely bug.
 
+Lesson 01: check_relu, check_linear, check_softmax_cross_entropy, check_numerical_gradient.
+Lesson 02: check_conv2d_forward, check_conv2d_backward, check_maxpool2d.
+Lesson 03: check_cnn_loss_and_grads.
+Lesson 00: check_one_hot, check_train_val_split. Lesson 06: check_step_decay, check_random_shift.
+
 Inputs are float64, so the tolerance is tight (relative error 1e-7). Results in float32 are
 accepted with a looser tolerance (1e-3, measured against the largest value). The relative error
 of one element is ``|a - b| / max(1e-8, |a| + |b|)``.
@@ -76,7 +81,7 @@ def _rel_error(got: np.ndarray, ref: np.ndarray, low_precision: bool = False) ->
 
 
 def _fmt_shape(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    return str(tuple(int(s) for s in shape))
 
 
 def _scale_hint(got: np.ndarray, ref: np.ndarray, n: int | None, what: str, tol: float):
@@ -657,7 +662,7 @@ def _pool_desc(shape, size, stride, kind) -> str:
     return desc
 
 
-def _pool_diagnose(x, dx, dout, size, stride):
+def _pool_diagnose(x, dx, dout, size):
     """Name the routing bug of a max-pool backward for non-overlapping windows."""
     n, c = x.shape[:2]
     ho, wo = dout.shape[2:]
@@ -728,7 +733,7 @@ def check_maxpool2d(fwd, bwd) -> None:
         dx = chk.array(res, "dx", shape)
         rdx = _oracle.maxpool2d_grad(x, size, stride, dout)
         if size == stride:
-            hint = _pool_diagnose(x, np.asarray(dx, dtype=np.float64), dout, size, stride)
+            hint = _pool_diagnose(x, np.asarray(dx, dtype=np.float64), dout, size)
         else:
             hint = ("the windows overlap here (size > stride): add (+=) the gradients of "
                     "windows that share a maximum, do not overwrite them.")
@@ -1011,71 +1016,78 @@ def check_random_shift(fn) -> None:
     x2[:, :, 3, 3] = background
     y2 = torch.randint(0, 10, (8,), generator=g, dtype=torch.int64)
     chk = _Check("check_random_shift", 4)
-    problems: list[str] = []
+    problems: dict[str, list[int]] = {}         # problem -> the cases that show it
+    descriptions: dict[int, str] = {}
+
+    def note(text: str) -> None:
+        problems.setdefault(text, []).append(chk.index)
+        descriptions[chk.index] = chk.desc
 
     def run(xs, ys, **kw):
         xb, yb = xs.clone(), ys.clone()
         res = chk.call(fn, xs, ys, signature=sig, **kw)
         xo, yo = chk.unpack(res, ("x_shifted", "y"), "random_shift")
         if not torch.equal(xb, xs) or not torch.equal(yb, ys):
-            problems.append("the input was modified in place: build a new tensor.")
+            note("the input was modified in place: build a new tensor.")
         if not isinstance(xo, torch.Tensor) or not isinstance(yo, torch.Tensor):
             chk.fail(f"random_shift should return two torch tensors; got {_describe(xo)} and "
                      f"{_describe(yo)}.")
         if xo.shape != xs.shape or xo.dtype != xs.dtype:
-            problems.append(f"x_shifted has shape {tuple(xo.shape)} and dtype {xo.dtype}; "
-                            f"expected those of x, {tuple(xs.shape)} and {xs.dtype}.")
+            note(f"x_shifted has shape {tuple(xo.shape)} and dtype {xo.dtype}; expected those "
+                 f"of x, {tuple(xs.shape)} and {xs.dtype}.")
         if yo.dtype != ys.dtype or not torch.equal(yo, ys):
-            problems.append("the labels changed: return y as it is (shifting an image does not "
-                            "change its digit).")
+            note("the labels changed: return y as it is (shifting an image does not change its "
+                 "digit).")
         return xo
 
     def shifts_of(xs, xo, max_shift):
+        """The shift of every image, or None when some image is not a plain shift."""
         if xo.shape != xs.shape:
-            return []
+            return None
         found, wrapped, zero_fill = _identify_shifts(xs, xo.to(xs.dtype), max_shift)
         bad = [j for j, s in enumerate(found) if s is None]
         if bad:
             if bool(wrapped[bad].all()):
-                problems.append("pixels wrap around to the other side (torch.roll?): fill the "
-                                "pixels shifted in with the background, x.min(), instead.")
+                note("pixels wrap around to the other side (torch.roll?): fill the pixels "
+                     "shifted in with the background, x.min(), instead.")
             elif bool(zero_fill[bad].all()):
-                problems.append("pixels shifted in are 0: fill them with the background, "
-                                "x.min() (for normalised MNIST that is about -0.42, not 0).")
+                note("pixels shifted in are 0: fill them with the background, x.min() (for "
+                     "normalised MNIST that is about -0.42, not 0).")
             else:
-                problems.append(f"{len(bad)} of {len(found)} images are not their input moved "
-                                f"by whole pixels with the background (x.min()) filled in.")
+                note(f"{len(bad)} of {len(found)} images are not their input moved by whole "
+                     f"pixels with the background (x.min()) filled in.")
         too_far = [s for s in found if s is not None and max(abs(s[0]), abs(s[1])) > max_shift]
         if too_far:
-            problems.append(f"shifts up to {max(max(abs(a), abs(b)) for a, b in too_far)} "
-                            f"pixels with max_shift={max_shift}: keep |dy|, |dx| <= max_shift.")
-        return [s for s in found if s is not None]
+            note(f"shifts up to {max(max(abs(a), abs(b)) for a, b in too_far)} pixels with "
+                 f"max_shift={max_shift}: keep |dy|, |dx| <= max_shift.")
+        return None if bad else found
 
     chk.case(1, "x (64, 1, 10, 10) float32, max_shift=2, seeded generator")
     out = run(x, y, max_shift=2, generator=torch.Generator().manual_seed(1))
     shifts = shifts_of(x, out, 2)
     if shifts:
+        reached = {v for s in shifts for v in s}
         if len(set(shifts)) == 1:
-            problems.append(f"every image got the same shift {shifts[0]}: draw one (dy, dx) per "
-                            f"image.")
-        else:
-            reached = {v for s in shifts for v in s}
-            missing = [v for v in (-2, 2) if v not in reached]
-            if missing:
-                problems.append(f"no image moved by {missing[0]:+d} pixels although "
-                                f"max_shift=2: torch.randint's upper bound is exclusive, so use "
-                                f"torch.randint(-max_shift, max_shift + 1, ...).")
-    if problems:
-        chk.fail(*[f"- {p}" for p in problems])
-    chk.case(2, "the same input with an identically seeded generator")
+            note(f"every image got the same shift {shifts[0]}: draw one (dy, dx) per image.")
+        elif -2 not in reached or 2 not in reached:
+            note("no image moved the full max_shift=2 pixels in one of the two directions: "
+                 "torch.randint's upper bound is exclusive, so use "
+                 "torch.randint(-max_shift, max_shift + 1, ...).")
+    chk.case(2, "the same input and an identically seeded generator")
     again = run(x, y, max_shift=2, generator=torch.Generator().manual_seed(1))
-    if not torch.equal(out, again):
-        problems.append("the same seeded generator gave different shifts: draw them with "
-                        "torch.randint(..., generator=generator).")
+    if again.shape == out.shape and not torch.equal(out, again):
+        note("the same seeded generator gave different shifts: draw them with "
+             "torch.randint(..., generator=generator).")
     chk.case(3, "x (8, 2, 9, 7) float32, max_shift=1, seeded generator")
     shifts_of(x2, run(x2, y2, max_shift=1, generator=torch.Generator().manual_seed(2)), 1)
     chk.case(4, "x (64, 1, 10, 10), generator=None")
     shifts_of(x, run(x, y), 2)
     if problems:
-        chk.fail(*[f"- {p}" for p in dict.fromkeys(problems)])
+        lines = []
+        for text, where in problems.items():
+            label = "case" if len(where) == 1 else "cases"
+            lines.append(f"- {text} ({label} {', '.join(map(str, dict.fromkeys(where)))})")
+        lines += [f"case {i}: {d}" for i, d in sorted(descriptions.items())]
+        chk.case(0, "")
+        chk.fail(*lines)
     chk.passed(show_error=False)

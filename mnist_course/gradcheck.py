@@ -11,7 +11,7 @@ difference for h = 1e-5.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from mnist_course import _nhwc
 
-__all__ = [
+__all__ = [  # noqa: RUF022 (in reading order)
     "conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
     "relu_forward", "relu_backward", "linear_forward", "linear_backward",
     "softmax_cross_entropy", "PARAM_NAMES", "init_cnn", "cnn_forward", "cnn_loss_and_grads",
@@ -101,7 +101,7 @@ def conv2d_backward(dout: np.ndarray, cache):
         dx: (N, C, H, W), dw: (F, C, KH, KW), db: (F,).
     """
     _check_ndim("dout", dout, 4, "(N, F, OH, OW)")
-    cols, w_, x_shape, xp_shape, stride, _, _ = cache
+    _, w_, x_shape, xp_shape, stride, _, _ = cache
     w_shape = w_.shape
     n = x_shape[0]
     oh = _nhwc.out_size(xp_shape[1], w_shape[2], stride, 0)
@@ -284,8 +284,9 @@ def _check_params(params: dict) -> None:
 
 
 def _check_images(x) -> None:
-    _check_ndim("x", x, 4, "(N, 1, 28, 28)")
-    if x.shape[1:] != (1, 28, 28):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a NumPy array, got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
         raise ValueError(f"x must have shape (N, 1, 28, 28), got {x.shape}")
     if not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"x must be a float array (normalised images, see "
@@ -297,18 +298,17 @@ def _forward(params: dict, x: np.ndarray):
 
     Two exact shortcuts for the first two blocks, conv → +bias → ReLU → max pool:
     a per-channel bias and ReLU both commute with the max of a window, so the block pools the
-    bare convolution first and then adds the bias and applies ReLU on the 4× smaller map.
+    bare convolution first (one fused kernel, :func:`_nhwc.conv_pool_forward`) and then adds
+    the bias and applies ReLU on the 4× smaller map.
     """
     n = x.shape[0]
     p = params
     a0 = x.reshape(n, 28, 28, 1)  # C = 1, so NCHW -> NHWC is a free reshape
-    z1, c1 = _nhwc.conv_forward(a0, p["conv1_w"], None)      # (N, 26, 26, 32), no bias yet
-    m1, pc1 = _nhwc.pool_forward(z1)                          # (N, 13, 13, 32)
-    a1 = m1 + p["conv1_b"]
+    m1, c1 = _nhwc.conv_pool_forward(a0, p["conv1_w"])       # conv (N,26,26,32) + pool
+    a1 = m1 + p["conv1_b"]                                    # (N, 13, 13, 32)
     np.maximum(a1, 0, out=a1)
-    z2, c2 = _nhwc.conv_forward(a1, p["conv2_w"], None)      # (N, 11, 11, 64)
-    m2, pc2 = _nhwc.pool_forward(z2)                          # (N, 5, 5, 64)
-    a2 = m2 + p["conv2_b"]
+    m2, c2 = _nhwc.conv_pool_forward(a1, p["conv2_w"])       # conv (N,11,11,64) + pool
+    a2 = m2 + p["conv2_b"]                                    # (N, 5, 5, 64)
     np.maximum(a2, 0, out=a2)
     z3, c3 = _nhwc.conv_forward(a2, p["conv3_w"], p["conv3_b"])  # (N, 3, 3, 64)
     a3 = np.maximum(z3, 0)
@@ -316,7 +316,7 @@ def _forward(params: dict, x: np.ndarray):
     h = flat @ p["fc1_w"] + p["fc1_b"]                        # (N, 64)
     a4 = np.maximum(h, 0)
     logits = a4 @ p["fc2_w"] + p["fc2_b"]                     # (N, 10)
-    cache = (c1, pc1, a1, c2, pc2, a2, c3, a3, flat, a4)
+    cache = (c1, a1, c2, a2, c3, a3, flat, a4)
     return logits, cache
 
 
@@ -329,7 +329,7 @@ def _channel_sum(d: np.ndarray) -> np.ndarray:
 
 def _backward(params: dict, dlogits: np.ndarray, cache) -> dict:
     """Backward pass of :func:`_forward`: gradients for every parameter."""
-    c1, pc1, a1, c2, pc2, a2, c3, a3, flat, a4 = cache
+    c1, a1, c2, a2, c3, a3, flat, a4 = cache
     p = params
     n = dlogits.shape[0]
     g = {}
@@ -345,12 +345,10 @@ def _backward(params: dict, dlogits: np.ndarray, cache) -> dict:
     da2, g["conv3_w"], g["conv3_b"] = _nhwc.conv_backward(da3, c3)
     da2 *= a2 > 0                                        # ReLU (after pooling)
     g["conv2_b"] = _channel_sum(da2)                     # bias (added after pooling)
-    dz2 = _nhwc.pool_backward(da2, pc2)
-    da1, g["conv2_w"], _ = _nhwc.conv_backward(dz2, c2)
+    da1, g["conv2_w"] = _nhwc.conv_pool_backward(da2, c2)
     da1 *= a1 > 0                                        # ReLU (after pooling)
     g["conv1_b"] = _channel_sum(da1)                     # bias (added after pooling)
-    dz1 = _nhwc.pool_backward(da1, pc1)
-    _, g["conv1_w"], _ = _nhwc.conv_backward(dz1, c1, need_dx=False)
+    _, g["conv1_w"] = _nhwc.conv_pool_backward(da1, c1, need_dx=False)
     return {k: g[k] for k in PARAM_NAMES}
 
 
@@ -429,7 +427,7 @@ def summary(params: dict) -> int:
     print(f"{'Layer (type)':<26}{'Output shape':<22}{'Param #':>14}")
     print("=" * 62)
     for name, shape, n in rows:
-        print(f"{name:<26}{str((None,) + shape):<22}{n:>14,}")
+        print(f"{name:<26}{(None,) + shape!s:<22}{n:>14,}")
     print("=" * 62)
     print(f"Total params: {total:,}")
     print(line)
@@ -535,6 +533,7 @@ def fit(params: dict, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarr
     _check_positive_int("epochs", epochs, 1)
     _check_positive_int("batch_size", batch_size, 1)
     optimizer = Adam(1e-3) if optimizer is None else optimizer
+    _nhwc.keep_freed_memory()
     rng = np.random.default_rng(seed)
     n = x_train.shape[0]
     steps = math.ceil(n / batch_size)

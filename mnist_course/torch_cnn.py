@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -206,7 +206,7 @@ def format_summary(rows, total: int) -> str:
     """
     lines = [f"{'Layer (type)':<26}{'Output shape':<22}{'Param #':>14}", "=" * 62]
     for name, shape, n in rows:
-        lines.append(f"{name:<26}{str((None,) + tuple(shape)):<22}{n:>14,}")
+        lines.append(f"{name:<26}{(None,) + tuple(shape)!s:<22}{n:>14,}")
     lines += ["=" * 62, f"Total params: {total:,}", "-" * 62]
     return "\n".join(lines)
 

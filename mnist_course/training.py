@@ -8,7 +8,7 @@ side by side. ``run`` returns the training history (see ``torch_cnn.fit``) plus 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from mnist_course import CourseError
 

@@ -170,7 +170,7 @@ def test_pick_device(monkeypatch):
 
 
 def test_mnist_loaders(mnist):
-    (x_train, y_train), (x_test, _) = mnist
+    (_, y_train), (x_test, _) = mnist
     train, test = tc.mnist_loaders(batch_size=100, seed=0, limit=300)
     assert len(train.dataset) == 300 and len(test.dataset) == 10_000
     xb, yb = next(iter(test))
@@ -179,7 +179,7 @@ def test_mnist_loaders(mnist):
     first = [y.tolist() for _, y in train]
     assert [y.tolist() for _, y in tc.mnist_loaders(batch_size=100, seed=0, limit=300)[0]] \
         == first
-    assert sorted(sum(first, [])) == sorted(y_train[:300].tolist())  # shuffled, nothing lost
+    assert sorted(y for batch in first for y in batch) == sorted(y_train[:300].tolist())  # shuffled, nothing lost
     assert first != [y_train[i:i + 100].tolist() for i in (0, 100, 200)]
     other = [y.tolist() for _, y in tc.mnist_loaders(batch_size=100, seed=1, limit=300)[0]]
     assert other != first

@@ -1,0 +1,137 @@
+"""`mnist-course train {numpy,torch}`, mnist_course.training and `mnist-course demo`, on subsets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mnist_course import CourseError, cli, demo, training
+
+CONTRACT_KEYS = {"impl", "epochs", "test_accuracy", "train_seconds", "seconds_per_epoch",
+                 "params"}
+
+
+def _train_cli(capsys, *args):
+    code = cli.main(["train", *args, "--json", "--no-progress"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def torch_run(mnist_raw):
+    return training.run("torch", epochs=1, limit=1000, device="cpu", progress=False)
+
+
+def test_run_torch_returns_history_and_contract_keys(torch_run):
+    r = torch_run
+    assert CONTRACT_KEYS <= set(r)
+    assert r["impl"] == "torch" and r["epochs"] == 1 and r["params"] == 93_322
+    assert r["device"] == "cpu"
+    assert len(r["history"]["epochs"]) == 1 and len(r["step_loss"]) == 16  # ceil(1000 / 64)
+    assert 0.6 < r["test_accuracy"] <= 1.0  # 1,000 images, one epoch: well above chance
+
+
+@pytest.mark.parametrize("impl", ["torch", "numpy"])
+def test_cli_train_json(capsys, mnist_raw, torch_run, impl):
+    code, out, err = _train_cli(capsys, impl, "--limit", "1000", "--epochs", "1",
+                                "--device", "cpu")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("epoch 1/1  loss ")
+    result = json.loads(lines[-1])
+    assert set(result) == CONTRACT_KEYS
+    assert result["impl"] == impl and result["epochs"] == 1 and result["params"] == 93_322
+    assert 0.6 < result["test_accuracy"] <= 1.0
+    assert result["train_seconds"] > 0
+    assert result["seconds_per_epoch"] == pytest.approx(result["train_seconds"])
+    if impl == "torch":  # same seed, same subset: the very same figure as training.run
+        assert result["test_accuracy"] == torch_run["test_accuracy"]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_numpy_and_torch_start_from_the_same_weights(monkeypatch, mnist_raw):
+    """Both implementations must start from numpy_cnn.init_cnn(seed)."""
+    from mnist_course import numpy_cnn, torch_cnn
+
+    seen = {}
+
+    def fake_fit(model, *args, **kwargs):
+        seen["torch"] = torch_cnn.numpy_params(model)
+        raise _Stop  # before any training
+
+    monkeypatch.setattr(torch_cnn, "fit", fake_fit)
+    with pytest.raises(_Stop):
+        training.run("torch", epochs=1, limit=64, seed=5, device="cpu", progress=False)
+    ref = numpy_cnn.init_cnn(5)
+    assert all((seen["torch"][k] == ref[k]).all() for k in ref)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["torch", "--epochs", "0"], "--epochs must be"),
+    (["numpy", "--limit", "0"], "--limit must be at least 1"),
+    (["torch", "--batch-size", "0"], "--batch-size must be"),
+    (["numpy", "--lr", "-1"], "--lr must be positive"),
+])
+def test_cli_rejects_bad_arguments(capsys, args, message):
+    code, _, err = _train_cli(capsys, *args)
+    assert code == 1
+    assert message in err and "Traceback" not in err
+
+
+def test_cuda_requested_without_gpu(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = _train_cli(capsys, "torch", "--device", "cuda", "--limit", "64")
+    assert code == 1
+    assert "mnist-course: error:" in err and "no CUDA GPU" in err and "Traceback" not in err
+
+
+def test_error_exit_from_the_real_command():
+    """Through `python -m mnist_course`: exit code 1, one clear line, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "mnist_course", "train", "torch", "--epochs",
+                           "0"], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("mnist-course: error: --epochs must be")
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_rejects_unknown_impl():
+    with pytest.raises(CourseError, match="'numpy' or 'torch'"):
+        training.run("jax")
+
+
+def test_format_epoch():
+    row = {"epoch": 2, "loss": 0.12345, "train_acc": 0.96, "test_acc": 0.9812, "seconds": 12.34}
+    assert training.format_epoch(row, 3) == (
+        "epoch 2/3  loss 0.1235  train acc 0.9600  test acc 0.9812  12.3 s")
+    assert training.format_epoch(row, 10).startswith("epoch  2/10  ")
+
+
+def test_demo_on_a_tiny_subset(tmp_path, capsys, mnist_raw):
+    assert demo.main(tmp_path / "res", epochs=1, device="cpu", limit=256, progress=False) == 0
+    out = capsys.readouterr().out
+    assert "2-core laptop" in out.split("\n\n")[0]  # says up front how long it takes
+    table = out[out.index("implementation"):]
+    assert "NumPy (by hand)" in table and "PyTorch (autograd)" in table
+    assert table.count("93,322") == 2
+    png = tmp_path / "res" / "learning_curves.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "learning_curves.png" in out and str(tmp_path) not in out  # no absolute paths
+
+
+def test_demo_table_format():
+    rows = [{"impl": "numpy", "device": "cpu", "params": 93322, "epochs": 3,
+             "test_accuracy": 0.99123, "seconds_per_epoch": 101.26},
+            {"impl": "torch", "device": "cuda", "params": 93322, "epochs": 3,
+             "test_accuracy": 0.9921, "seconds_per_epoch": 3.04}]
+    lines = demo.format_table(rows).splitlines()
+    assert lines[0].split() == ["implementation", "parameters", "epochs", "test", "accuracy",
+                                "s", "/", "epoch"]
+    assert lines[2].split()[-4:] == ["93,322", "3", "0.9912", "101.3"]
+    assert "on cuda" in lines[3] and lines[3].endswith("3.0")
