@@ -19,7 +19,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from mnist_course import data
 
     raw = data.fetch_mnist(args.root)
-    (x_train, y_train), (x_test, y_test) = data.load_mnist(args.root, download=False)
+    (x_train, _), (x_test, _) = data.load_mnist(args.root, download=False)
     print(f"MNIST is ready in {raw}")
     for name in data.FILES:
         print(f"  {name}")

@@ -1,8 +1,8 @@
 """``mnist-course demo``: train the course CNN in NumPy, then in PyTorch, and compare them.
 
 Both runs start from the same weights (``numpy_cnn.init_cnn(0)``), see the same data in the same
-shape and use Adam(1e-3) with batches of 64, so the table shows the price of writing every
-gradient by hand, not a difference in the recipe.
+shape and use Adam(1e-3) with the same cosine decay and batches of 64, so the table shows the
+price of writing every gradient by hand, not a difference in the recipe.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ def main(results: str | os.PathLike = "results", epochs: int = 3, device: str = 
     low, high = _estimate_minutes(epochs, limit, dev.type == "cuda")
     print("mnist-course demo: the same CNN (93,322 parameters) trained twice on MNIST,\n"
           f"first in NumPy with hand-written gradients, then in PyTorch with autograd on {dev}.\n"
-          f"Each run: {epochs} epoch(s) over {images} training images, Adam(1e-3), batch 64, "
-          "the same starting weights;\nthen both are scored on the 10,000 test images.\n"
+          f"Each run: {epochs} epoch(s) over {images} training images, Adam(1e-3) with cosine "
+          "decay, batch 64,\nthe same starting weights; then both are scored on the 10,000 test "
+          "images.\n"
           f"Expect about {low}-{high} minutes on a 2-core laptop (less with more cores or a GPU).",
           flush=True)
 

