@@ -42,6 +42,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         limit=args.limit,
+        schedule=args.schedule,
         progress=not args.no_progress,
         on_epoch=on_epoch,
     )
@@ -105,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="torch only: auto picks CUDA when available")
+    t.add_argument("--schedule", default="cosine", choices=["cosine", "constant"],
+                   help="learning rate: cosine decay from --lr to 0 over the run (default), "
+                        "or constant")
     t.add_argument("--limit", type=int, default=None, metavar="N",
                    help="train on the first N training images only (quick tries)")
     t.add_argument("--json", action="store_true",
