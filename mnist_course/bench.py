@@ -120,13 +120,16 @@ def run(batch_size: int = 64, steps: int = 20) -> dict:
             step()
             return (time.perf_counter() - start) * 1000
 
-        for _ in range(3):  # warm-up: allocator, BLAS threads, torch kernels
-            numpy_step()
-            torch_step()
-        numpy_times, torch_times = [], []
-        for _ in range(steps):  # interleaved, so a busy machine slows both alike
-            numpy_times.append(timed(numpy_step))
-            torch_times.append(timed(torch_step))
+        def block(step) -> list[float]:
+            # Each implementation runs alone, warm-up first: NumPy's BLAS threads and torch's
+            # OpenMP threads spin for a while after their work, so interleaving single steps
+            # would charge each one for the other's idle threads.
+            for _ in range(3):
+                step()
+            return [timed(step) for _ in range(steps)]
+
+        numpy_times = block(numpy_step)
+        torch_times = block(torch_step)
     finally:
         torch.set_num_threads(old_threads)
     numpy_ms = statistics.median(numpy_times)
