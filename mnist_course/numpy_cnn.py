@@ -34,8 +34,8 @@ from mnist_course import _nhwc
 __all__ = [  # noqa: RUF022 (in reading order)
     "conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
     "relu_forward", "relu_backward", "linear_forward", "linear_backward",
-    "softmax_cross_entropy", "PARAM_NAMES", "init_cnn", "cnn_forward", "cnn_loss_and_grads",
-    "predict", "summary", "SGD", "Adam", "fit",
+    "softmax_cross_entropy", "PARAM_NAMES", "PARAM_SHAPES", "init_cnn", "cnn_forward",
+    "cnn_loss_and_grads", "predict", "summary", "SGD", "Adam", "fit",
 ]
 
 
@@ -240,7 +240,8 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray):
 PARAM_NAMES = ("conv1_w", "conv1_b", "conv2_w", "conv2_b", "conv3_w", "conv3_b",
                "fc1_w", "fc1_b", "fc2_w", "fc2_b")
 
-_SHAPES = {
+#: Parameter shapes: conv weights (F, C, KH, KW), linear weights (D_in, D_out), biases (D,).
+PARAM_SHAPES = {
     "conv1_w": (32, 1, 3, 3), "conv1_b": (32,),
     "conv2_w": (64, 32, 3, 3), "conv2_b": (64,),
     "conv3_w": (64, 64, 3, 3), "conv3_b": (64,),
@@ -270,7 +271,7 @@ def init_cnn(seed: int = 0, scheme: str = "glorot") -> dict:
     rng = np.random.default_rng(seed)
     params = {}
     for name in PARAM_NAMES:
-        shape = _SHAPES[name]
+        shape = PARAM_SHAPES[name]
         if name.endswith("_b"):
             params[name] = np.zeros(shape, dtype=np.float32)
             continue
@@ -293,8 +294,8 @@ def _check_params(params: dict) -> None:
         raise ValueError(f"params is missing {', '.join(missing)}; expected the keys of "
                          f"init_cnn(): {', '.join(PARAM_NAMES)}")
     for name in PARAM_NAMES:
-        if np.shape(params[name]) != _SHAPES[name]:
-            raise ValueError(f"params[{name!r}] must have shape {_SHAPES[name]}, "
+        if np.shape(params[name]) != PARAM_SHAPES[name]:
+            raise ValueError(f"params[{name!r}] must have shape {PARAM_SHAPES[name]}, "
                              f"got {np.shape(params[name])}")
 
 

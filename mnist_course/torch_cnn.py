@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mnist_course import CourseError
+from mnist_course.numpy_cnn import PARAM_SHAPES  # the NumPy layout: (F, C, KH, KW), (D_in, D_out)
 
 __all__ = [
     "PARAM_SHAPES",
@@ -47,15 +48,6 @@ __all__ = [
     "predict",
     "summary",
 ]
-
-#: NumPy parameter names and shapes: conv weights (F, C, KH, KW), linear weights (D_in, D_out).
-PARAM_SHAPES = {
-    "conv1_w": (32, 1, 3, 3), "conv1_b": (32,),
-    "conv2_w": (64, 32, 3, 3), "conv2_b": (64,),
-    "conv3_w": (64, 64, 3, 3), "conv3_b": (64,),
-    "fc1_w": (576, 64), "fc1_b": (64,),
-    "fc2_w": (64, 10), "fc2_b": (10,),
-}
 
 _LINEAR = ("fc1", "fc2")
 _ALL_LAYERS = ("conv1", "conv2", "conv3", "fc1", "fc2")
