@@ -30,6 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mnist_course import _nhwc
+from mnist_course.optim import SGD, Adam
 
 __all__ = [  # noqa: RUF022 (in reading order)
     "conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
@@ -448,73 +449,6 @@ def summary(params: dict) -> int:
     print(f"Total params: {total:,}")
     print(line)
     return total
-
-
-# --------------------------------------------------------------------------------------------
-# Optimisers (same update rules as torch.optim)
-# --------------------------------------------------------------------------------------------
-
-class SGD:
-    """Stochastic gradient descent with optional momentum, as ``torch.optim.SGD``:
-    v = momentum * v + g (v = g on the first step); p -= lr * v."""
-
-    def __init__(self, lr: float, momentum: float = 0.0):
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.lr, self.momentum = lr, momentum
-        self.velocity: dict = {}
-
-    def step(self, params: dict, grads: dict) -> None:
-        """Update params in place from grads (same keys)."""
-        for k, g in grads.items():
-            if self.momentum:
-                v = self.velocity.get(k)
-                if v is None:
-                    v = self.velocity[k] = np.array(g, dtype=params[k].dtype)
-                else:
-                    v *= self.momentum
-                    v += g
-                g = v
-            params[k] -= self.lr * g
-
-
-class Adam:
-    """Adam (Kingma & Ba, 2015), the same arithmetic as ``torch.optim.Adam``:
-
-    m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g²;
-    p -= lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)
-    """
-
-    def __init__(self, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8):
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        self.lr, self.betas, self.eps = lr, betas, eps
-        self.t = 0
-        self.m: dict = {}
-        self.v: dict = {}
-
-    def step(self, params: dict, grads: dict) -> None:
-        """Update params in place from grads (same keys)."""
-        self.t += 1
-        b1, b2 = self.betas
-        step_size = self.lr / (1 - b1 ** self.t)
-        root_bc2 = math.sqrt(1 - b2 ** self.t)
-        for k, g in grads.items():
-            p = params[k]
-            if k not in self.m:
-                self.m[k] = np.zeros_like(p)
-                self.v[k] = np.zeros_like(p)
-            m, v = self.m[k], self.v[k]
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * (g * g)
-            denom = np.sqrt(v)
-            denom /= root_bc2
-            denom += self.eps
-            p -= step_size * (m / denom)
 
 
 # --------------------------------------------------------------------------------------------

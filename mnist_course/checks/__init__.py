@@ -1,0 +1,52 @@
+"""Check functions that the lesson exercises call.
+
+Each ``check_*`` runs your function on several small cases and compares it with an independent
+answer: ``torch.nn.functional`` with autograd (see ``mnist_course._oracle``), closed-form
+formulas, or direct inspection. It never uses the course's own NumPy layers, so a bug there cannot
+hide a bug in yours.
+
+On success a check prints one line, e.g. ``✓ check_conv2d_forward: 6 cases, max rel. error
+3.1e-12``. On failure it raises ``AssertionError`` that names the case (shapes, stride, pad),
+shows how large the error is and, when the symptom is a typical one, suggests the likely bug.
+
+The checks live in one module per part of the course; every public name is re-exported here, so
+a lesson only ever writes ``checks.check_...``:
+
+- :mod:`.data` (lesson 00): check_one_hot, check_train_val_split.
+- :mod:`.mlp` (lesson 01): check_relu, check_linear, check_softmax_cross_entropy,
+  check_numerical_gradient.
+- :mod:`.conv` (lesson 02): check_conv2d_forward, check_conv2d_backward, check_maxpool2d.
+- :mod:`.cnn` (lesson 03): check_cnn_loss_and_grads.
+- :mod:`.experiments`: check_step_decay, check_random_shift.
+- :mod:`._core`: the shared machinery (calling the learner's code, comparing, naming the bug).
+
+Inputs are float64, so the tolerance is tight (relative error 1e-7). Results in float32 are
+accepted with a looser tolerance (1e-3, measured against the largest value). The relative error
+of one element is ``|a - b| / max(1e-8, |a| + |b|)``.
+"""
+
+from mnist_course.checks.cnn import check_cnn_loss_and_grads
+from mnist_course.checks.conv import check_conv2d_backward, check_conv2d_forward, check_maxpool2d
+from mnist_course.checks.data import check_one_hot, check_train_val_split
+from mnist_course.checks.experiments import check_random_shift, check_step_decay
+from mnist_course.checks.mlp import (
+    check_linear,
+    check_numerical_gradient,
+    check_relu,
+    check_softmax_cross_entropy,
+)
+
+__all__ = [
+    "check_cnn_loss_and_grads",
+    "check_conv2d_backward",
+    "check_conv2d_forward",
+    "check_linear",
+    "check_maxpool2d",
+    "check_numerical_gradient",
+    "check_one_hot",
+    "check_random_shift",
+    "check_relu",
+    "check_softmax_cross_entropy",
+    "check_step_decay",
+    "check_train_val_split",
+]

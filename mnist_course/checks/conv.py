@@ -1,0 +1,264 @@
+"""Checks of lesson 02: convolution and max pooling, forward and backward."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_course import _oracle
+from mnist_course.checks._core import _Check, _fmt_shape, _rng
+
+# --------------------------------------------------------------------------------------------
+# Convolution and pooling (lesson 02)
+# --------------------------------------------------------------------------------------------
+
+# (x shape, w shape, stride, pad). Ordered so that the first failing case names the bug:
+# padding is first tested with stride 1, stride > 1 first without padding.
+_CONV_CASES = [
+    ((2, 3, 5, 5), (4, 3, 3, 3), 1, 0),
+    ((2, 2, 6, 6), (3, 2, 3, 3), 1, 1),
+    ((2, 3, 7, 7), (4, 3, 3, 3), 2, 0),
+    ((1, 2, 9, 9), (2, 2, 3, 3), 3, 0),
+    ((2, 2, 7, 7), (3, 2, 3, 3), 2, 1),
+    ((1, 2, 6, 5), (3, 2, 3, 2), 1, 2),
+    ((2, 1, 10, 8), (2, 1, 2, 3), 3, 2),
+]
+
+
+def _conv_out_size(size: int, k: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - k) // stride + 1
+
+
+def _conv_desc(xs, ws, stride, pad) -> str:
+    return f"x {_fmt_shape(xs)}, w {_fmt_shape(ws)}, stride {stride}, pad {pad}"
+
+
+def _conv_data(rng, xs, ws):
+    return rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
+
+
+def _conv_shape_hints(xs, ws, stride, pad):
+    n, _, h, w = xs
+    f, _, kh, kw = ws
+    ho, wo = _conv_out_size(h, kh, stride, pad), _conv_out_size(w, kw, stride, pad)
+    hints = []
+    if pad > 0:
+        hints.append(((n, f, _conv_out_size(h, kh, stride, 0), _conv_out_size(w, kw, stride, 0)),
+                      ("padding ignored: the output has the size for pad=0. Pad x first, "
+                      "np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))), then slide the "
+                      "kernel over the padded input.")))
+    formula = (f"the output size is (H + 2*pad - KH) // stride + 1, here {ho} x {wo}")
+    for dh in (-1, 0, 1):
+        for dw in (-1, 0, 1):
+            if (dh, dw) != (0, 0):
+                hints.append(((n, f, ho + dh, wo + dw),
+                              (f"output size off by one{' when stride > 1' if stride > 1 else ''}"
+                              f": {formula}.")))
+    hints.append(((n, f, h + 2 * pad - kh + 1, w + 2 * pad - kw + 1),
+                  f"stride ignored: step the window by `stride` pixels; {formula}."))
+    return hints
+
+
+def _check_conv_output(chk, out, x, w, b, stride, pad, ref, what="out", context=None):
+    """Compare a conv2d_forward output with ref; context is added to the failure message."""
+    n, f = x.shape[0], w.shape[0]
+    ho = _conv_out_size(x.shape[2], w.shape[2], stride, pad)
+    wo = _conv_out_size(x.shape[3], w.shape[3], stride, pad)
+    alternatives = [
+        (lambda: _oracle.conv2d(x, w[:, :, ::-1, ::-1], b, stride, pad),
+         ("the output is what you get with w flipped: convolution instead of "
+          "cross-correlation? Do not flip the kernel: out[n, f, i, j] = "
+          "sum(x_window * w[f]) + b[f].")),
+        (lambda: ref - b[None, :, None, None], ("the bias b was not added (b[f] belongs to "
+                                               "output channel f).")),
+    ]
+    try:
+        out = chk.array(out, what, (n, f, ho, wo),
+                        shape_hints=_conv_shape_hints(x.shape, w.shape, stride, pad))
+        chk.compare(what, out, ref, alternatives=alternatives)
+    except AssertionError as exc:
+        if context:
+            raise AssertionError(f"{exc}\n  {context}") from None
+        raise
+
+
+def check_conv2d_forward(fn) -> None:
+    """Check ``conv2d_forward(x, w, b, stride=1, pad=0) -> (out, cache)`` against
+    ``torch.nn.functional.conv2d`` (strides 1-3, pads 0-2, non-square kernels, odd sizes)."""
+    chk = _Check("check_conv2d_forward", len(_CONV_CASES))
+    rng = _rng(5)
+    for i, (xs, ws, stride, pad) in enumerate(_CONV_CASES, 1):
+        chk.case(i, _conv_desc(xs, ws, stride, pad), xs[0])
+        x, w, b = _conv_data(rng, xs, ws)
+        copies = (x.copy(), w.copy(), b.copy())
+        res = chk.call(fn, x, w, b, stride=stride, pad=pad,
+                       signature="conv2d_forward(x, w, b, stride=1, pad=0) -> (out, cache)")
+        out, _cache = chk.unpack(res, ("out", "cache"), "conv2d_forward")
+        for name, before, now in zip("xwb", copies, (x, w, b)):
+            chk.unchanged(before, now, f"conv2d_forward changed its input {name} in place.")
+        _check_conv_output(chk, out, x, w, b, stride, pad, _oracle.conv2d(x, w, b, stride, pad))
+    chk.passed()
+
+
+def check_conv2d_backward(fwd, bwd) -> None:
+    """Check ``conv2d_backward(dout, cache) -> (dx, dw, db)`` against autograd, on the same
+    cases as check_conv2d_forward (fwd makes the cache)."""
+    chk = _Check("check_conv2d_backward", len(_CONV_CASES))
+    rng = _rng(6)
+    for i, (xs, ws, stride, pad) in enumerate(_CONV_CASES, 1):
+        chk.case(i, _conv_desc(xs, ws, stride, pad), xs[0])
+        x, w, b = _conv_data(rng, xs, ws)
+        res = chk.call(fwd, x, w, b, stride=stride, pad=pad,
+                       signature="conv2d_forward(x, w, b, stride=1, pad=0) -> (out, cache)")
+        out, cache = chk.unpack(res, ("out", "cache"), "conv2d_forward")
+        ref_out = _oracle.conv2d(x, w, b, stride, pad)
+        _check_conv_output(chk, out, x, w, b, stride, pad, ref_out,
+                           context="conv2d_forward is wrong on this case: make "
+                                   "check_conv2d_forward pass first.")
+        dout = rng.standard_normal(ref_out.shape)
+        dout_before = dout.copy()
+        res = chk.call(bwd, dout, cache,
+                       signature="conv2d_backward(dout, cache) -> (dx, dw, db)")
+        dx, dw, db = chk.unpack(res, ("dx", "dw", "db"), "conv2d_backward")
+        chk.unchanged(dout_before, dout, "conv2d_backward changed dout in place.")
+        rdx, rdw, rdb = _oracle.conv2d_grads(x, w, b, stride, pad, dout)
+        n, c, h, wd = xs
+        f = ws[0]
+        ho, wo = ref_out.shape[2:]
+        dx_hints = [((n, c, h + 2 * pad, wd + 2 * pad),
+                     ("dx still has the padding: crop it off, dx = dx_pad[:, :, pad:pad + H, "
+                     "pad:pad + W]."))]
+        if pad == 0:
+            dx_hints.append(((n, c, 0, 0), ("dx is empty because pad == 0: the slice "
+                                           "[pad:-pad] is [0:0]. Crop with [pad:pad + H] "
+                                           "instead.")))
+        dx = chk.array(dx, "dx", xs, shape_hints=dx_hints)
+        chk.compare("dx", dx, rdx, alternatives=[
+            (_oracle.conv2d_grads(x, w[:, :, ::-1, ::-1], b, stride, pad, dout)[0],
+             "dx is what a flipped kernel gives: use w as it is (cross-correlation)."),
+        ])
+        dw = chk.array(dw, "dw", ws)
+        chk.compare("dw", dw, rdw, alternatives=[
+            (rdw[:, :, ::-1, ::-1], ("dw is flipped: dw[f, c, i, j] = sum over n and output "
+                                    "positions of dout * x_window[c, i, j].")),
+        ])
+        not_summed = "db not summed over the batch and spatial positions: " \
+                     "db = dout.sum(axis=(0, 2, 3)), one value per filter."
+        db = chk.array(db, "db", (f,), shape_hints=[
+            ((n, f, ho, wo), not_summed), ((n, f), not_summed), ((f, ho, wo), not_summed),
+            ((n, f, 1, 1), not_summed), ((1, f, 1, 1), not_summed + " (no keepdims)"),
+            ((f, 1, 1), not_summed + " (no keepdims)"), ((1, f), not_summed + " (no keepdims)"),
+        ])
+        chk.compare("db", db, rdb, alternatives=[
+            (dout.sum(axis=(2, 3))[0], not_summed + " (only the first sample was used)"),
+            (dout.sum(axis=0)[:, 0, 0], not_summed),
+        ])
+    chk.passed()
+
+
+_POOL_CASES = [
+    # (x shape, size, stride, data kind)
+    ((2, 3, 4, 4), 2, 2, "random"),
+    ((2, 2, 6, 6), 3, 3, "random"),
+    ((2, 3, 11, 11), 2, 2, "random"),
+    ((2, 2, 6, 6), 2, 2, "ties"),
+    ((1, 2, 7, 6), 3, 2, "random"),
+]
+
+
+def _pool_data(rng, shape, kind) -> np.ndarray:
+    if kind == "ties":
+        x = rng.integers(0, 3, size=shape).astype(np.float64)
+        x[0, 0, :2, :2] = 1.0           # one window where all four values are equal
+        return x
+    return rng.standard_normal(shape)
+
+
+def _pool_desc(shape, size, stride, kind) -> str:
+    desc = f"x {_fmt_shape(shape)}, size {size}, stride {stride}"
+    h, w = shape[2:]
+    if (h - size) % stride or (w - size) % stride:
+        desc += " (odd size: the last rows/columns belong to no window and get no gradient)"
+    if size > stride:
+        desc += " (overlapping windows)"
+    if kind == "ties":
+        desc += " (many tied maxima: values in {0, 1, 2})"
+    return desc
+
+
+def _pool_diagnose(x, dx, dout, size):
+    """Name the routing bug of a max-pool backward for non-overlapping windows."""
+    n, c = x.shape[:2]
+    ho, wo = dout.shape[2:]
+    hh, ww = ho * size, wo * size
+
+    def windows(a):
+        return a[:, :, :hh, :ww].reshape(n, c, ho, size, wo, size).transpose(0, 1, 2, 4, 3, 5) \
+            .reshape(n, c, ho, wo, size * size)
+
+    xw, dw = windows(x), windows(dx)
+    is_max = xw == xw.max(axis=-1, keepdims=True)
+    tied = is_max.sum(axis=-1) > 1
+    nonzero = (dw != 0).sum(axis=-1)
+    if np.any(nonzero[~tied] > 1):
+        return ("the gradient is sent to every position in the window: only the maximum "
+                "receives dout, the other positions get 0.")
+    if np.any(nonzero[tied] > 1):
+        return ("the gradient is sent to every tied maximum: when several values equal the "
+                "max, send it to one of them only, the first in row-major order (as np.argmax "
+                "and torch do).")
+    outside = dx.copy()
+    outside[:, :, :hh, :ww] = 0
+    if np.any(outside):
+        return ("dx is non-zero in rows/columns that no window covers: they must get 0.")
+    if np.any((nonzero == 0) & (dout != 0)):
+        return "dx is all zeros in some windows: is the gradient routed to the max?"
+    if np.any((dw != 0) & ~is_max):
+        return ("the gradient went to a position that is not the window's maximum: check how "
+                "the argmax index is turned into (row, column), e.g. "
+                "np.unravel_index(idx, (size, size)).")
+    first = np.argmax(xw, axis=-1)
+    chosen = np.argmax(dw != 0, axis=-1)
+    if np.any(chosen != first):
+        return ("for tied maxima the gradient went to another tied position: the convention is "
+                "the first maximum in row-major order (np.argmax), as in torch.")
+    return "the maximum received a value different from dout: it should receive dout unchanged."
+
+
+def check_maxpool2d(fwd, bwd) -> None:
+    """Check ``maxpool2d_forward(x, size=2, stride=2) -> (out, cache)`` and
+    ``maxpool2d_backward(dout, cache) -> dx`` against torch (odd sizes, ties, overlaps)."""
+    chk = _Check("check_maxpool2d", len(_POOL_CASES))
+    rng = _rng(7)
+    for i, (shape, size, stride, kind) in enumerate(_POOL_CASES, 1):
+        chk.case(i, _pool_desc(shape, size, stride, kind), shape[0])
+        x = _pool_data(rng, shape, kind)
+        before = x.copy()
+        res = chk.call(fwd, x, size=size, stride=stride,
+                       signature="maxpool2d_forward(x, size=2, stride=2) -> (out, cache)")
+        out, cache = chk.unpack(res, ("out", "cache"), "maxpool2d_forward")
+        chk.unchanged(before, x, "maxpool2d_forward changed its input x in place.")
+        ref = _oracle.maxpool2d(x, size, stride)
+        n, c, h, w = shape
+        ho, wo = ref.shape[2:]
+        formula = f"the output size is (H - size) // stride + 1, here {ho} x {wo}"
+        out = chk.array(out, "out", ref.shape, shape_hints=[
+            ((n, c, ho + 1, wo + 1), (f"output size off by one: {formula}; windows that do not "
+                                     f"fit are dropped.")),
+            ((n, c, h // size, w // size), f"stride ignored? {formula}."),
+            ((n, c, h - size + 1, w - size + 1), f"stride ignored: {formula}."),
+        ])
+        chk.compare("out", out, ref, alternatives=[
+            (_oracle.avgpool2d(x, size, stride),
+             "out is average pooling: take the max over each window."),
+        ])
+        dout = rng.standard_normal(ref.shape)
+        res = chk.call(bwd, dout, cache, signature="maxpool2d_backward(dout, cache) -> dx")
+        dx = chk.array(res, "dx", shape)
+        rdx = _oracle.maxpool2d_grad(x, size, stride, dout)
+        if size == stride:
+            hint = _pool_diagnose(x, np.asarray(dx, dtype=np.float64), dout, size)
+        else:
+            hint = ("the windows overlap here (size > stride): add (+=) the gradients of "
+                    "windows that share a maximum, do not overwrite them.")
+        chk.compare("dx", dx, rdx, fallback_hint=hint, alternatives=[])
+    chk.passed()
