@@ -2,7 +2,11 @@
 
 Every function here takes and returns NumPy arrays, works in float64 and uses only
 ``torch.nn.functional`` and autograd. The course's own NumPy layers are never used: the checks
-must be able to catch a bug in those layers too.
+must be able to catch a bug in those layers too. (Only the table of parameter names and shapes
+comes from :mod:`mnist_course.numpy_cnn`, its one home: it is data, not code under test.)
+
+Numerical gradients are not computed here: :func:`mnist_course.gradcheck.numerical_gradient` is
+their one home, and the tests prove it against closed-form derivatives.
 """
 
 from __future__ import annotations
@@ -13,18 +17,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mnist_course.numpy_cnn import PARAM_NAMES, PARAM_SHAPES
+
 #: The parameter names of the course CNN, in the order of the forward pass.
-CNN_KEYS = ("conv1_w", "conv1_b", "conv2_w", "conv2_b", "conv3_w", "conv3_b",
-            "fc1_w", "fc1_b", "fc2_w", "fc2_b")
+CNN_KEYS = PARAM_NAMES
 
 #: Parameter shapes of the course CNN (conv: (F, C, KH, KW); dense: (D_in, D_out)).
-CNN_SHAPES = {
-    "conv1_w": (32, 1, 3, 3), "conv1_b": (32,),
-    "conv2_w": (64, 32, 3, 3), "conv2_b": (64,),
-    "conv3_w": (64, 64, 3, 3), "conv3_b": (64,),
-    "fc1_w": (576, 64), "fc1_b": (64,),
-    "fc2_w": (64, 10), "fc2_b": (10,),
-}
+CNN_SHAPES = PARAM_SHAPES
+
+#: The ReLUs of the course CNN, named by the layer they follow.
+CNN_RELUS = ("conv1", "conv2", "conv3", "fc1")
 
 
 def _single_thread(fn):
@@ -148,6 +150,39 @@ def init_cnn_params(seed: int = 0) -> dict:
     return params
 
 
+def _cnn_logits(p: dict, x: torch.Tensor, flatten: str = "chw", relus=CNN_RELUS,
+                pools=("conv1", "conv2"), relu_logits: bool = False) -> torch.Tensor:
+    """The course CNN on tensors; the options leave out a ReLU or a pooling, or flatten in the
+    wrong order, so that the checks can recognise those bugs."""
+    h = x
+    for layer in ("conv1", "conv2", "conv3"):
+        h = F.conv2d(h, p[f"{layer}_w"], p[f"{layer}_b"])
+        if layer in relus:
+            h = F.relu(h)
+        if layer in pools:
+            h = F.max_pool2d(h, 2, 2)
+    if flatten == "hwc":
+        h = h.permute(0, 2, 3, 1)
+    h = h.reshape(h.shape[0], -1)
+    h = h @ p["fc1_w"] + p["fc1_b"]
+    if "fc1" in relus:
+        h = F.relu(h)
+    logits = h @ p["fc2_w"] + p["fc2_b"]
+    return F.relu(logits) if relu_logits else logits
+
+
+@_single_thread
+def cnn_logits(params: dict, x, **variant) -> np.ndarray:
+    """Logits (N, 10) of the course CNN for x (N, 1, 28, 28), float64.
+
+    params: the NumPy dict (linear weights (D_in, D_out)). variant: the options of a known bug
+    (``flatten="hwc"``, ``relus=(...)`` without one of CNN_RELUS, ``relu_logits=True``).
+    """
+    p = {k: _tensor(params[k]) for k in CNN_KEYS}
+    with torch.no_grad():
+        return _numpy(_cnn_logits(p, _tensor(x), **variant))
+
+
 @_single_thread
 def cnn_loss_and_grads(params: dict, x, y, flatten: str = "chw"):
     """Loss and gradients of the course CNN, by autograd.
@@ -157,29 +192,7 @@ def cnn_loss_and_grads(params: dict, x, y, flatten: str = "chw"):
     """
     p = {k: _tensor(params[k], True) for k in CNN_KEYS}
     with torch.enable_grad():
-        h = F.max_pool2d(F.relu(F.conv2d(_tensor(x), p["conv1_w"], p["conv1_b"])), 2, 2)
-        h = F.max_pool2d(F.relu(F.conv2d(h, p["conv2_w"], p["conv2_b"])), 2, 2)
-        h = F.relu(F.conv2d(h, p["conv3_w"], p["conv3_b"]))
-        if flatten == "hwc":
-            h = h.permute(0, 2, 3, 1)
-        h = h.reshape(h.shape[0], -1)
-        h = F.relu(h @ p["fc1_w"] + p["fc1_b"])
-        logits = h @ p["fc2_w"] + p["fc2_b"]
+        logits = _cnn_logits(p, _tensor(x), flatten=flatten)
         loss = F.cross_entropy(logits, torch.as_tensor(np.asarray(y), dtype=torch.int64))
         loss.backward()
     return float(loss.item()), {k: _numpy(p[k].grad) for k in CNN_KEYS}
-
-
-def numerical_gradient(f, x: np.ndarray, h: float = 1e-5) -> np.ndarray:
-    """Central differences of a scalar f at x; works on a copy, so x is never changed."""
-    x = np.array(x, dtype=np.float64)
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        plus = f(x)
-        x[i] = old - h
-        minus = f(x)
-        x[i] = old
-        grad[i] = (plus - minus) / (2 * h)
-    return grad

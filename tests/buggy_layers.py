@@ -447,3 +447,251 @@ def conv_value_error(x, w, b, stride=1, pad=0):
 
 def conv_returns_array(x, w, b, stride=1, pad=0):
     return conv2d_forward(x, w, b, stride, pad)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Holes closed in the checks (issue 11): a numerical gradient on a copy, ReLU's gradient at 0,
+# conv backward assigning into overlapping windows, a bias gradient averaged
+# --------------------------------------------------------------------------------------------
+
+# perturbs a COPY of x: right for an f that reads its argument, all zeros for one that reads x
+# from outside (as lesson 01's loss reads the network's parameters)
+def numgrad_on_copy(f, x, h=1e-5):
+    return numerical_gradient(f, x.copy(), h)
+
+
+# lets the gradient through at exactly x == 0
+def relu_backward_ge_zero(dout, cache):
+    return dout * (cache >= 0)
+
+
+# dx assigned (=) into the windows instead of accumulated (+=)
+def conv_backward_assign(dout, cache):
+    x, w, _b, stride, pad = cache
+    _, _, h, wd = x.shape
+    _, _, kh, kw = w.shape
+    xp = _pad(x, pad)
+    _, dw, db = conv2d_backward(dout, cache)
+    dwin = np.einsum("nfhw,fcij->nchwij", dout, w)
+    ho, wo = dout.shape[2:]
+    dxp = np.zeros_like(xp)
+    for i in range(ho):
+        for j in range(wo):
+            dxp[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw] = dwin[:, :, i, j]
+    return dxp[:, :, pad:pad + h, pad:pad + wd], dw, db
+
+
+# db averaged over the batch and positions instead of summed
+def conv_backward_db_mean(dout, cache):
+    dx, dw, _ = conv2d_backward(dout, cache)
+    return dx, dw, dout.mean(axis=(0, 2, 3))
+
+
+# --------------------------------------------------------------------------------------------
+# Lesson 03: initialisation and the forward pass
+# --------------------------------------------------------------------------------------------
+
+SHAPES = {
+    "conv1_w": (32, 1, 3, 3), "conv1_b": (32,),
+    "conv2_w": (64, 32, 3, 3), "conv2_b": (64,),
+    "conv3_w": (64, 64, 3, 3), "conv3_b": (64,),
+    "fc1_w": (576, 64), "fc1_b": (64,),
+    "fc2_w": (64, 10), "fc2_b": (10,),
+}
+
+
+def _init(seed=0, scheme="he", std=None, uniform_a=None, dtype=np.float32, rng=None):
+    """init_params with the rule for each weight injectable: std(shape) or uniform_a(shape)."""
+    rng = np.random.default_rng(seed) if rng is None else rng
+    params = {}
+    for name, shape in SHAPES.items():
+        if name.endswith("_b"):
+            params[name] = np.zeros(shape, dtype=dtype)
+            continue
+        if len(shape) == 4:
+            fan_in, fan_out = shape[1] * shape[2] * shape[3], shape[0] * shape[2] * shape[3]
+        else:
+            fan_in, fan_out = shape
+        if scheme == "he":
+            s = np.sqrt(2 / fan_in) if std is None else std(name, shape, fan_in, fan_out)
+            w = rng.standard_normal(shape) * s
+        else:
+            a = np.sqrt(6 / (fan_in + fan_out)) if uniform_a is None else \
+                uniform_a(name, shape, fan_in, fan_out)
+            w = rng.uniform(-a, a, shape)
+        params[name] = w.astype(dtype)
+    return params
+
+
+def init_params(seed=0, scheme="he"):
+    return _init(seed, scheme)
+
+
+def init_lecun(seed=0, scheme="he"):
+    return _init(seed, scheme, std=lambda n, s, fi, fo: np.sqrt(1 / fi))
+
+
+def init_lecun_last_layer(seed=0, scheme="he"):
+    # He everywhere but the last layer
+    return _init(seed, scheme, std=lambda n, s, fi, fo: np.sqrt((1 if n == "fc2_w" else 2) / fi))
+
+
+def init_variance_as_std(seed=0, scheme="he"):
+    return _init(seed, scheme, std=lambda n, s, fi, fo: 2 / fi)
+
+
+def init_fan_wrong_axes(seed=0, scheme="he"):
+    # fan_in = shape[0] * KH * KW for a conv, shape[1] for a linear layer
+    return _init(seed, scheme, std=lambda n, s, fi, fo: np.sqrt(2 / fo))
+
+
+def init_glorot_no_fan_out(seed=0, scheme="he"):
+    return _init(seed, scheme, uniform_a=lambda n, s, fi, fo: np.sqrt(6 / fi))
+
+
+def init_glorot_normal(seed=0, scheme="he"):
+    if scheme == "he":
+        return _init(seed, scheme)
+    return _init(seed, "he", std=lambda n, s, fi, fo: np.sqrt(2 / (fi + fo)))
+
+
+def init_ignores_scheme(seed=0, scheme="he"):
+    return _init(seed, "he")
+
+
+def init_float64(seed=0, scheme="he"):
+    return _init(seed, scheme, dtype=np.float64)
+
+
+def init_global_state(seed=0, scheme="he"):
+    np.random.seed(seed)
+    return _init(seed, scheme, rng=np.random.mtrand._rand)
+
+
+def init_fixed_seed(seed=0, scheme="he"):
+    return _init(0, scheme)
+
+
+def init_default_glorot(seed=0, scheme="glorot"):
+    return _init(seed, scheme)
+
+
+def init_no_scheme(seed=0):
+    return _init(seed, "he")
+
+
+def init_bias_ones(seed=0, scheme="he"):
+    params = _init(seed, scheme)
+    params["fc1_b"] += 1
+    return params
+
+
+def cnn_forward(params, x, relu_logits=False, pool1=True, flatten_hwc=False, relu_fc1=True):
+    p, caches = params, []
+    h = x
+    for i in (1, 2, 3):
+        h, c = conv2d_forward(h, p[f"conv{i}_w"], p[f"conv{i}_b"])
+        h, r = relu_forward(h)
+        caches += [c, r]
+        if i == 2 or (i == 1 and pool1):
+            h, m = maxpool2d_forward(h)
+            caches.append(m)
+    if flatten_hwc:
+        h = h.transpose(0, 2, 3, 1)
+    h = h.reshape(h.shape[0], -1)
+    h, f1 = linear_forward(h, p["fc1_w"], p["fc1_b"])
+    if relu_fc1:
+        h, _ = relu_forward(h)
+    logits, f2 = linear_forward(h, p["fc2_w"], p["fc2_b"])
+    if relu_logits:
+        logits, _ = relu_forward(logits)
+    return logits, (caches, f1, f2)
+
+
+def cnn_forward_relu_logits(params, x):
+    return cnn_forward(params, x, relu_logits=True)
+
+
+def cnn_forward_no_pool1(params, x):
+    return cnn_forward(params, x, pool1=False)
+
+
+def cnn_forward_flatten_hwc(params, x):
+    return cnn_forward(params, x, flatten_hwc=True)
+
+
+def cnn_forward_no_relu_fc1(params, x):
+    return cnn_forward(params, x, relu_fc1=False)
+
+
+def cnn_forward_logits_only(params, x):
+    return cnn_forward(params, x)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# The course CNN as an nn.Module, and MyCNNs of the wrong structure
+# --------------------------------------------------------------------------------------------
+
+class MyCNN(torch.nn.Module):
+    def __init__(self, c2=(32, 64), fc1_in=576, layers=("conv1", "conv2", "conv3", "fc1", "fc2")):
+        super().__init__()
+        make = {
+            "conv1": lambda: torch.nn.Conv2d(1, 32, 3),
+            "conv2": lambda: torch.nn.Conv2d(*c2, 3),
+            "conv3": lambda: torch.nn.Conv2d(64, 64, 3),
+            "fc1": lambda: torch.nn.Linear(fc1_in, 64),
+            "fc2": lambda: torch.nn.Linear(64, 10),
+        }
+        for name in layers:
+            setattr(self, name, make[name]())
+
+    def forward(self, x):
+        x = torch.nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.relu(self.conv3(x))
+        x = torch.flatten(x, 1)
+        x = torch.relu(self.fc1(x))
+        return self.fc2(x)
+
+
+class MyCNNNoConv3(MyCNN):
+    def __init__(self):
+        super().__init__(layers=("conv1", "conv2", "fc1", "fc2"))
+
+
+class MyCNNChannelsSwapped(MyCNN):
+    def __init__(self):
+        super().__init__(c2=(64, 32))
+
+
+class MyCNNFlatten1600(MyCNN):
+    # fc1 sized for the activations before conv3
+    def __init__(self):
+        super().__init__(fc1_in=1600)
+
+
+class MyCNNNoPool1(MyCNN):
+    # the forward pass raises: conv1's output is not pooled
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.flatten(torch.relu(self.conv3(x)), 1)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+class MyCNNNoFlatten(MyCNN):
+    def forward(self, x):
+        x = torch.nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.relu(self.conv3(x))
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+class MyCNNReluLogits(MyCNN):
+    def forward(self, x):
+        return torch.relu(super().forward(x))
+
+
+class MyCNNNoSuperInit(torch.nn.Module):
+    def __init__(self):
+        self.conv1 = torch.nn.Conv2d(1, 32, 3)

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from mnist_course import _oracle, checks
+from mnist_course.checks._core import _rel_error
+from mnist_course.gradcheck import numerical_gradient, rel_error
 
 CORRECT = {
     "check_relu": (L.relu_forward, L.relu_backward),
@@ -23,6 +25,9 @@ CORRECT = {
     "check_conv2d_backward": (L.conv2d_forward, L.conv2d_backward),
     "check_maxpool2d": (L.maxpool2d_forward, L.maxpool2d_backward),
     "check_cnn_loss_and_grads": (L.cnn_loss_and_grads,),
+    "check_init": (L.init_params,),
+    "check_cnn_forward": (L.cnn_forward,),
+    "check_my_cnn": (L.MyCNN,),
     "check_one_hot": (L.one_hot,),
     "check_train_val_split": (L.train_val_split,),
     "check_step_decay": (L.step_decay,),
@@ -114,6 +119,71 @@ BUGS = [
      r"every image got the same shift"),
     ("shift ignores the generator", "check_random_shift", (L.shift_unseeded,),
      r"same seeded generator gave different shifts"),
+    # holes closed (issue 11)
+    ("numerical gradient on a copy of x", "check_numerical_gradient", (L.numgrad_on_copy,),
+     r"reads x from outside[\s\S]*grad is all zeros[\s\S]*perturb a copy of x[\s\S]*in place"),
+    ("relu gradient passes at x == 0", "check_relu", (L.relu_forward, L.relu_backward_ge_zero),
+     r"exact zeros[\s\S]*passes at x == 0: use the mask \(x > 0\), not \(x >= 0\)"),
+    ("conv dx assigned, not accumulated", "check_conv2d_backward",
+     (L.conv2d_forward, L.conv_backward_assign),
+     r"dx is wrong only where windows overlap[\s\S]*accumulate with \+="),
+    ("conv db averaged", "check_conv2d_backward", (L.conv2d_forward, L.conv_backward_db_mean),
+     (r"db is dout averaged over the batch and positions[\s\S]*the bias gradient is the SUM "
+     r"over the batch and positions")),
+    # lesson 03: initialisation
+    ("init LeCun", "check_init", (L.init_lecun,),
+     (r"conv1_w[\s\S]*LeCun's rule\. He uses 2 / fan_in for every layer in this course, the last "
+     r"one included")),
+    ("init LeCun in the last layer only", "check_init", (L.init_lecun_last_layer,),
+     r"fc2_w[\s\S]*LeCun's rule[\s\S]*the last one included"),
+    ("init variance as std", "check_init", (L.init_variance_as_std,),
+     r"the variance 2 / fan_in was used as the std"),
+    ("init fan_in from the wrong axes", "check_init", (L.init_fan_wrong_axes,),
+     r"fan_in taken from the wrong axes"),
+    ("glorot without fan_out", "check_init", (L.init_glorot_no_fan_out,),
+     r"scheme='glorot'[\s\S]*fan_out missing in Glorot"),
+    ("glorot drawn from a normal", "check_init", (L.init_glorot_normal,),
+     r"outside \(-a, a\)[\s\S]*uniform U\(-a, a\)"),
+    ("init ignores the scheme", "check_init", (L.init_ignores_scheme,),
+     r"scheme argument ignored"),
+    ("init float64", "check_init", (L.init_float64,),
+     r"dtype float64; expected float32[\s\S]*astype\(np\.float32\)"),
+    ("init from the global random state", "check_init", (L.init_global_state,),
+     r"global random state[\s\S]*default_rng\(seed\)"),
+    ("init ignores the seed", "check_init", (L.init_fixed_seed,), r"the seed has no effect"),
+    ("init default scheme glorot", "check_init", (L.init_default_glorot,),
+     r"the default is scheme='he'"),
+    ("init without a scheme argument", "check_init", (L.init_no_scheme,),
+     r"expected signature is init_params\(seed=0, scheme='he'\)"),
+    ("init bias not zero", "check_init", (L.init_bias_ones,), r"fc1_b is not zero"),
+    # lesson 03: the forward pass
+    ("forward ReLU on the logits", "check_cnn_forward", (L.cnn_forward_relu_logits,),
+     r"ReLU on the logits"),
+    ("forward without the first pooling", "check_cnn_forward", (L.cnn_forward_no_pool1,),
+     (r"raised ValueError[\s\S]*the max pooling after conv1 is missing: the flattened "
+     r"activations have 6400 features")),
+    ("forward flatten (H, W, C)", "check_cnn_forward", (L.cnn_forward_flatten_hwc,),
+     r"flatten order[\s\S]*\(C, H, W\)"),
+    ("forward without the ReLU after fc1", "check_cnn_forward", (L.cnn_forward_no_relu_fc1,),
+     r"the ReLU after fc1 is missing"),
+    ("forward returns the logits only", "check_cnn_forward", (L.cnn_forward_logits_only,),
+     r"should return a tuple \(logits, cache\)[\s\S]*return logits, cache"),
+    # the course CNN as an nn.Module
+    ("MyCNN without conv3", "check_my_cnn", (L.MyCNNNoConv3,),
+     r"no layer attribute 'conv3'[\s\S]*nn\.Conv2d\(64, 64, kernel_size=3\)"),
+    ("MyCNN channels swapped", "check_my_cnn", (L.MyCNNChannelsSwapped,),
+     r"self\.conv2\.weight has shape \(32, 64, 3, 3\)[\s\S]*swapped"),
+    ("MyCNN wrong flatten size", "check_my_cnn", (L.MyCNNFlatten1600,),
+     r"self\.fc1\.weight has shape \(64, 1600\)[\s\S]*flattens to 64 \* 3 \* 3 = 576"),
+    ("MyCNN forward raises", "check_my_cnn", (L.MyCNNNoPool1,),
+     (r"MyCNNNoPool1\.forward raised RuntimeError[\s\S]*self\.conv2 receives \(4, 32, 26, 26\), "
+     r"expected \(4, 32, 13, 13\): a max pooling is missing before conv2")),
+    ("MyCNN without flatten", "check_my_cnn", (L.MyCNNNoFlatten,),
+     r"self\.fc1 receives \(4, 64, 3, 3\)[\s\S]*torch\.flatten\(x, 1\)"),
+    ("MyCNN ReLU on the logits", "check_my_cnn", (L.MyCNNReluLogits,),
+     r"ReLU after fc2"),
+    ("MyCNN without super().__init__()", "check_my_cnn", (L.MyCNNNoSuperInit,),
+     r"call super\(\)\.__init__\(\) first"),
 ]
 
 
@@ -190,11 +260,6 @@ def test_float32_results_pass_with_a_looser_tolerance(capsys):
     checks.check_cnn_loss_and_grads(cnn32)
 
 
-def test_relu_gradient_at_zero_is_not_tested():
-    # The subgradient at exactly 0 is a convention; the checks avoid x == 0 on purpose.
-    checks.check_relu(L.relu_forward, lambda dout, x: dout * (x >= 0))
-
-
 def test_oracle_gradients_match_finite_differences():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 2, 5, 4))
@@ -210,14 +275,14 @@ def test_oracle_gradients_match_finite_differences():
     def loss_w(v):
         return float(np.sum(_oracle.conv2d(x, v, b, stride, pad) * dout))
 
-    np.testing.assert_allclose(dx, _oracle.numerical_gradient(loss_x, x), atol=1e-7)
-    np.testing.assert_allclose(dw, _oracle.numerical_gradient(loss_w, w), atol=1e-7)
+    np.testing.assert_allclose(dx, numerical_gradient(loss_x, x), atol=1e-7)
+    np.testing.assert_allclose(dw, numerical_gradient(loss_w, w), atol=1e-7)
     np.testing.assert_allclose(db, dout.sum(axis=(0, 2, 3)), atol=1e-12)
 
     logits = rng.standard_normal((3, 4))
     y = np.array([0, 3, 1])
     _, dlogits = _oracle.softmax_cross_entropy(logits, y)
-    numeric = _oracle.numerical_gradient(lambda z: _oracle.softmax_cross_entropy(z, y)[0], logits)
+    numeric = numerical_gradient(lambda z: _oracle.softmax_cross_entropy(z, y)[0], logits)
     np.testing.assert_allclose(dlogits, numeric, atol=1e-8)
 
 
@@ -244,6 +309,74 @@ def test_the_course_reference_passes_the_checks(capsys):
     checks.check_conv2d_backward(ref.conv2d_forward, ref.conv2d_backward)
     checks.check_maxpool2d(ref.maxpool2d_forward, ref.maxpool2d_backward)
     checks.check_cnn_loss_and_grads(ref.cnn_loss_and_grads)
+    checks.check_cnn_forward(ref.cnn_forward)
+    checks.check_init(lambda seed=0, scheme="he": ref.init_cnn(seed, scheme))
     gradcheck = pytest.importorskip("mnist_course.gradcheck")
     checks.check_numerical_gradient(gradcheck.numerical_gradient)
-    assert len(capsys.readouterr().out.splitlines()) == 8
+    torch_cnn = pytest.importorskip("mnist_course.torch_cnn")
+    checks.check_my_cnn(torch_cnn.CourseCNN)
+    assert len(capsys.readouterr().out.splitlines()) == 11
+
+
+def test_relu_checks_the_gradient_at_exact_zeros():
+    # torch's convention, and the course's: the gradient of ReLU at x == 0 is 0
+    with pytest.raises(AssertionError, match=r"passes at x == 0"):
+        checks.check_relu(L.relu_forward, lambda dout, x: dout * (x >= 0))
+
+
+def test_conv_assign_bug_is_harmless_without_overlap():
+    # stride 3 with a 3x3 kernel: no input belongs to two windows, so = and += agree
+    x = np.random.default_rng(0).standard_normal((1, 2, 9, 9))
+    w = np.random.default_rng(1).standard_normal((2, 2, 3, 3))
+    out, cache = L.conv2d_forward(x, w, np.zeros(2), stride=3)
+    dout = np.ones_like(out)
+    assert rel_error(L.conv_backward_assign(dout, cache)[0],
+                     L.conv2d_backward(dout, cache)[0]) < 1e-12
+
+
+def _init_variant(draw):
+    """A correct init_params written another way: draw(rng, shape, scheme, fan_in, fan_out)."""
+    def init_params(seed=0, scheme="he"):
+        rng = np.random.default_rng(seed)
+        params = {}
+        for name in reversed(list(L.SHAPES)):        # another drawing order
+            shape = L.SHAPES[name]
+            if name.endswith("_b"):
+                params[name] = np.zeros(shape, np.float32)
+                continue
+            fan_in = int(np.prod(shape[1:])) if len(shape) == 4 else shape[0]
+            fan_out = shape[0] * int(np.prod(shape[2:])) if len(shape) == 4 else shape[1]
+            params[name] = np.asarray(draw(rng, shape, scheme, fan_in, fan_out), np.float32)
+        return params
+    return init_params
+
+
+@pytest.mark.parametrize("draw", [
+    lambda rng, s, scheme, fi, fo: (rng.normal(0, np.sqrt(2 / fi), s) if scheme == "he"
+                                    else rng.uniform(-1, 1, s) * np.sqrt(6 / (fi + fo))),
+    lambda rng, s, scheme, fi, fo: (rng.standard_normal(s, dtype=np.float32) * np.sqrt(2 / fi)
+                                    if scheme == "he" else
+                                    (2 * rng.random(s) - 1) * np.sqrt(6 / (fi + fo))),
+], ids=["rng.normal and rng.uniform", "float32 draws and rng.random"])
+def test_check_init_accepts_other_correct_ways(draw, capsys):
+    checks.check_init(_init_variant(draw))
+    assert capsys.readouterr().out.startswith("✓ check_init: 2 cases")
+
+
+def test_check_init_leaves_the_global_random_state_alone():
+    np.random.seed(7)
+    state = np.random.get_state()
+    checks.check_init(L.init_params)
+    after = np.random.get_state()
+    assert np.array_equal(state[1], after[1]) and state[2] == after[2]
+    with pytest.raises(AssertionError):
+        checks.check_init(L.init_global_state)
+    after = np.random.get_state()
+    assert np.array_equal(state[1], after[1]) and state[2] == after[2]
+
+
+def test_rel_error_of_the_checks_is_gradchecks_with_a_float32_floor():
+    ref = np.array([100.0, 1e-3, -2.0])
+    got = ref + np.array([0.0, 1e-3, 0.0])
+    assert _rel_error(got, ref) == rel_error(got, ref)
+    assert _rel_error(got, ref, low_precision=True) == rel_error(got, ref, floor=1.0)

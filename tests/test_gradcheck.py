@@ -58,3 +58,22 @@ def test_rel_error():
     assert rel_error(np.array([1e-9]), np.array([0.0])) == pytest.approx(0.1)
     with pytest.raises(ValueError, match=r"\(2,\).*\(3,\)"):
         rel_error(np.zeros(2), np.zeros(3))
+
+
+def test_rel_error_floor():
+    # the floor is the smallest denominator: values near 0 are compared against it
+    assert rel_error(np.array([1e-3]), np.array([0.0]), floor=1.0) == pytest.approx(1e-3)
+    assert rel_error(np.array([1.0]), np.array([3.0]), floor=1.0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="floor"):
+        rel_error(np.zeros(2), np.zeros(2), floor=0.0)
+
+
+def test_numerical_gradient_of_a_function_that_reads_x_from_outside():
+    # as lesson 01's loss reads the network's weights: only an in-place change moves f
+    w = np.array([[0.5, -1.0], [2.0, 0.25]])
+
+    def loss(_ignored):
+        return float(np.sum(np.tanh(w) ** 2))
+
+    np.testing.assert_allclose(numerical_gradient(loss, w),
+                               2 * np.tanh(w) * (1 - np.tanh(w) ** 2), atol=1e-8)

@@ -16,16 +16,21 @@ a lesson only ever writes ``checks.check_...``:
 - :mod:`.mlp` (lesson 01): check_relu, check_linear, check_softmax_cross_entropy,
   check_numerical_gradient.
 - :mod:`.conv` (lesson 02): check_conv2d_forward, check_conv2d_backward, check_maxpool2d.
-- :mod:`.cnn` (lesson 03): check_cnn_loss_and_grads.
+- :mod:`.cnn` (lesson 03): check_init, check_cnn_forward, check_cnn_loss_and_grads.
+- :mod:`.optim` (lessons 03 and 04): check_sgd, check_rmsprop, check_adam.
+- :mod:`.regularization` (lesson 04): check_batchnorm2d, check_dropout.
+- :mod:`.autograd` (lesson 05): check_torch_forward, check_sgd_step.
+- :mod:`.torch_nn` (lesson 06, the course CNN as an ``nn.Module``): check_my_cnn.
 - :mod:`.experiments`: check_step_decay, check_random_shift.
 - :mod:`._core`: the shared machinery (calling the learner's code, comparing, naming the bug).
 
 Inputs are float64, so the tolerance is tight (relative error 1e-7). Results in float32 are
 accepted with a looser tolerance (1e-3, measured against the largest value). The relative error
-of one element is ``|a - b| / max(1e-8, |a| + |b|)``.
+of one element is ``|a - b| / max(1e-8, |a| + |b|)``, as in :func:`mnist_course.gradcheck.rel_error`.
 """
 
-from mnist_course.checks.cnn import check_cnn_loss_and_grads
+from mnist_course.checks.autograd import check_sgd_step, check_torch_forward
+from mnist_course.checks.cnn import check_cnn_forward, check_cnn_loss_and_grads, check_init
 from mnist_course.checks.conv import check_conv2d_backward, check_conv2d_forward, check_maxpool2d
 from mnist_course.checks.data import check_one_hot, check_train_val_split
 from mnist_course.checks.experiments import check_random_shift, check_step_decay
@@ -35,18 +40,31 @@ from mnist_course.checks.mlp import (
     check_relu,
     check_softmax_cross_entropy,
 )
+from mnist_course.checks.optim import check_adam, check_rmsprop, check_sgd
+from mnist_course.checks.regularization import check_batchnorm2d, check_dropout
+from mnist_course.checks.torch_nn import check_my_cnn
 
 __all__ = [
+    "check_adam",
+    "check_batchnorm2d",
+    "check_cnn_forward",
     "check_cnn_loss_and_grads",
     "check_conv2d_backward",
     "check_conv2d_forward",
+    "check_dropout",
+    "check_init",
     "check_linear",
     "check_maxpool2d",
+    "check_my_cnn",
     "check_numerical_gradient",
     "check_one_hot",
     "check_random_shift",
     "check_relu",
+    "check_rmsprop",
+    "check_sgd",
+    "check_sgd_step",
     "check_softmax_cross_entropy",
     "check_step_decay",
+    "check_torch_forward",
     "check_train_val_split",
 ]

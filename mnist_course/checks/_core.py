@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 
+from mnist_course.gradcheck import rel_error
+
 TOL_FLOAT64 = 1e-7
 TOL_FLOAT32 = 1e-3
 
@@ -28,20 +30,16 @@ def _describe(value) -> str:
 
 
 def _rel_error(got: np.ndarray, ref: np.ndarray, low_precision: bool = False) -> float:
-    """Largest elementwise |got - ref| / max(floor, |got| + |ref|).
+    """:func:`mnist_course.gradcheck.rel_error`, with a floor that suits float32 results.
 
     The floor is 1e-8; for float32 results it is raised to 1% of the largest reference value, so
     that rounding noise on elements near zero does not count as an error.
     """
-    got = np.asarray(got, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
-    if got.size == 0:
-        return 0.0
     floor = 1e-8
-    if low_precision:
+    if low_precision and ref.size:
         floor = max(floor, 1e-2 * float(np.max(np.abs(ref))))
-    scale = np.maximum(floor, np.abs(got) + np.abs(ref))
-    return float(np.max(np.abs(got - ref) / scale))
+    return rel_error(got, ref, floor=floor)
 
 
 def _fmt_shape(shape) -> str:
@@ -98,18 +96,25 @@ class _Check:
         body = [line for line in lines if line]
         raise AssertionError("\n  ".join([self.header(), *body]))
 
-    def passed(self, cases: int | None = None, show_error: bool = True) -> None:
+    def passed(self, cases: int | None = None, show_error: bool = True,
+               detail: str | None = None) -> None:
+        """Print the one ✓ line; detail (e.g. what was measured) is appended to it."""
         cases = self.total if cases is None else cases
         line = f"✓ {self.name}: {cases} case{'s' if cases != 1 else ''}"
         if show_error:
             line += f", max rel. error {self.max_err:.1e}"
             if self.low_precision:
                 line += " (float32 results)"
+        if detail:
+            line += f", {detail}"
         print(line)
 
     # -- calling the learner's code ------------------------------------------------------------
-    def call(self, fn, *args, signature: str = "", **kwargs):
-        """Call fn; NotImplementedError passes through, other errors gain the case description."""
+    def call(self, fn, *args, signature: str = "", explain=None, **kwargs):
+        """Call fn; NotImplementedError passes through, other errors gain the case description.
+
+        explain: optional function exc -> str or None, the likely bug behind an exception.
+        """
         __tracebackhide__ = True
         name = getattr(fn, "__name__", "your function")
         try:
@@ -122,6 +127,9 @@ class _Check:
             lines = [f"{name} raised {type(exc).__name__}: {exc}"]
             if isinstance(exc, TypeError) and signature:
                 lines.append(f"The expected signature is {signature}.")
+            hint = explain(exc) if explain is not None else None
+            if hint:
+                lines.append(f"Likely bug: {hint}")
             raise AssertionError("\n  ".join([self.header(), *lines])) from exc
 
     def unpack(self, result, names: tuple, fname: str) -> tuple:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mnist_course import _oracle
-from mnist_course.checks._core import _Check, _fmt_shape, _rng
+from mnist_course.checks._core import TOL_FLOAT32, TOL_FLOAT64, _Check, _fmt_shape, _rel_error, _rng
 
 # --------------------------------------------------------------------------------------------
 # Convolution and pooling (lesson 02)
@@ -99,6 +99,48 @@ def check_conv2d_forward(fn) -> None:
     chk.passed()
 
 
+def _window_coverage(xs, ws, stride: int, pad: int) -> np.ndarray:
+    """How many windows each input element (N, C, H, W) of a conv2d belongs to."""
+    _, _, h, w = xs
+    _, _, kh, kw = ws
+    ho, wo = _conv_out_size(h, kh, stride, pad), _conv_out_size(w, kw, stride, pad)
+    cover = np.zeros((h + 2 * pad, w + 2 * pad), dtype=np.int64)
+    for i in range(ho):
+        for j in range(wo):
+            cover[i * stride:i * stride + kh, j * stride:j * stride + kw] += 1
+    return np.broadcast_to(cover[pad:pad + h, pad:pad + w], xs)
+
+
+def _overlap_hint(dx, rdx, cover: np.ndarray) -> str | None:
+    """The hint for dx = ... instead of dx += ...: right where one window covers x, wrong only
+    where windows overlap."""
+    low = np.asarray(dx).dtype != np.float64
+    tol = TOL_FLOAT32 if low else TOL_FLOAT64
+    dx = np.asarray(dx, dtype=np.float64)
+    single, shared = cover == 1, cover > 1
+    if not np.any(shared) or not np.all(np.isfinite(dx)):
+        return None
+    if np.any(single) and _rel_error(dx[single], rdx[single], low) > tol:
+        return None
+    if _rel_error(dx[shared], rdx[shared], low) <= tol:
+        return None
+    return ("dx is wrong only where windows overlap (input elements that belong to several "
+            "windows, here with stride < kernel size): each window adds its share to dx, so "
+            "accumulate with += (dx_pad[..., window] += ...), do not assign with =.")
+
+
+def _db_averaged(dout: np.ndarray) -> list:
+    """Alternatives for a bias gradient averaged over some axes instead of summed."""
+    n, _, ho, wo = dout.shape
+    fix = ("db is dout averaged over {} instead of summed: the bias gradient is the SUM over "
+           "the batch and positions, db = dout.sum(axis=(0, 2, 3)) (b is added to every "
+           "output position of every image, so every one of them sends its gradient back).")
+    total = dout.sum(axis=(0, 2, 3))
+    return [(total / k, fix.format(what)) for k, what in
+            ((n * ho * wo, "the batch and positions"), (ho * wo, "the positions"),
+             (n, "the batch")) if k > 1]
+
+
 def check_conv2d_backward(fwd, bwd) -> None:
     """Check ``conv2d_backward(dout, cache) -> (dx, dw, db)`` against autograd, on the same
     cases as check_conv2d_forward (fwd makes the cache)."""
@@ -135,7 +177,8 @@ def check_conv2d_backward(fwd, bwd) -> None:
         chk.compare("dx", dx, rdx, alternatives=[
             (_oracle.conv2d_grads(x, w[:, :, ::-1, ::-1], b, stride, pad, dout)[0],
              "dx is what a flipped kernel gives: use w as it is (cross-correlation)."),
-        ])
+        ], fallback_hint=_overlap_hint(dx, rdx, _window_coverage(xs, ws, stride, pad)),
+            fallback_first=True)
         dw = chk.array(dw, "dw", ws)
         chk.compare("dw", dw, rdw, alternatives=[
             (rdw[:, :, ::-1, ::-1], ("dw is flipped: dw[f, c, i, j] = sum over n and output "
@@ -151,6 +194,7 @@ def check_conv2d_backward(fwd, bwd) -> None:
         chk.compare("db", db, rdb, alternatives=[
             (dout.sum(axis=(2, 3))[0], not_summed + " (only the first sample was used)"),
             (dout.sum(axis=0)[:, 0, 0], not_summed),
+            *_db_averaged(dout),
         ])
     chk.passed()
 

@@ -12,13 +12,19 @@ from mnist_course.checks._core import _Check, _fmt_shape, _nonzero_normal, _rng
 # --------------------------------------------------------------------------------------------
 
 def check_relu(fwd, bwd) -> None:
-    """Check ``relu_forward(x) -> (out, cache)`` and ``relu_backward(dout, cache) -> dx``."""
-    shapes = [(4, 5), (2, 3, 4, 4), (1, 7)]
-    chk = _Check("check_relu", len(shapes))
+    """Check ``relu_forward(x) -> (out, cache)`` and ``relu_backward(dout, cache) -> dx``.
+
+    The last case has exact zeros in x: there the gradient is 0, torch's convention (x > 0).
+    """
+    cases = [((4, 5), False), ((2, 3, 4, 4), False), ((1, 7), False), ((3, 6), True)]
+    chk = _Check("check_relu", len(cases))
     rng = _rng(1)
-    for i, shape in enumerate(shapes, 1):
-        chk.case(i, f"x {_fmt_shape(shape)}")
+    for i, (shape, zeros) in enumerate(cases, 1):
         x = _nonzero_normal(rng, shape)
+        if zeros:
+            x[rng.random(shape) < 0.4] = 0.0
+        chk.case(i, f"x {_fmt_shape(shape)}"
+                    + (f", with {int(np.sum(x == 0))} exact zeros" if zeros else ""))
         x_before = x.copy()
         res = chk.call(fwd, x, signature="relu_forward(x) -> (out, cache)")
         out, cache = chk.unpack(res, ("out", "cache"), "relu_forward")
@@ -46,6 +52,9 @@ def check_relu(fwd, bwd) -> None:
                                       "not by the activation.")),
             (np.maximum(0, dout), ("dx = relu(dout): mask with the input x (x > 0), not with "
                                   "the sign of dout.")),
+            (dout * (x >= 0), ("the gradient passes at x == 0: use the mask (x > 0), not "
+                              "(x >= 0). ReLU has no slope at 0; the convention (torch's, and "
+                              "this course's) is a gradient of 0 there.")),
         ])
     chk.passed()
 
@@ -177,17 +186,44 @@ def _one_sided(f, x: np.ndarray, h: float, sign: int) -> np.ndarray:
     return g
 
 
+def _reads_from_outside(f, x: np.ndarray):
+    """A function that ignores its argument and returns f(x) for the array x itself."""
+    def reads_x(_ignored):
+        return f(x)
+    return reads_x
+
+
+_COPY_HINT = ("grad is all zeros for an f that reads x from outside (through a closure, as a "
+              "loss reads a network's parameters) instead of from its argument: you perturb a "
+              "copy of x. Change x itself in place (x[i] = old + h, evaluate f, then restore "
+              "x[i] = old). In lesson 01's gradient check f reads the weights of the network, "
+              "so with a copy every numerical gradient is 0 and the check blames your "
+              "(correct) backprop.")
+
+
 def check_numerical_gradient(fn) -> None:
-    """Check ``numerical_gradient(f, x, h=1e-5)``: central differences that restore x."""
-    cases = [((3, 4), None), ((2, 3, 2), None), ((5,), None), ((2, 2), 1e-4)]
+    """Check ``numerical_gradient(f, x, h=1e-5)``: central differences that perturb x in place
+    and restore it.
+
+    The last case passes an f that ignores its argument and reads x through a closure, the way
+    a loss reads a network's parameters: only perturbing x itself moves that f.
+    """
+    # (shape, h, f reads x through a closure)
+    cases = [((3, 4), None, False), ((2, 3, 2), None, False), ((5,), None, False),
+             ((2, 2), 1e-4, False), ((2, 3), None, True)]
     chk = _Check("check_numerical_gradient", len(cases))
     rng = _rng(4)
-    for i, (shape, h) in enumerate(cases, 1):
+    for i, (shape, h, closure) in enumerate(cases, 1):
         hdesc = "default h" if h is None else f"h={h:g}"
-        chk.case(i, f"x {_fmt_shape(shape)}, f(x) = sum(a * exp(x)) + sum(x)**2 / 4, {hdesc}")
         a = rng.uniform(1.0, 2.0, size=shape)
         x = rng.uniform(0.1, 1.0, size=shape)
-        f, grad = _ng_function(a)
+        f_plain, grad = _ng_function(a)
+        f = _reads_from_outside(f_plain, x) if closure else f_plain
+        desc = f"x {_fmt_shape(shape)}, f(x) = sum(a * exp(x)) + sum(x)**2 / 4, {hdesc}"
+        if closure:
+            desc += (", and f ignores its argument: it reads x from outside (as a loss reads "
+                     "a network's parameters)")
+        chk.case(i, desc)
         before = x.copy()
         kwargs = {} if h is None else {"h": h}
         g = chk.call(fn, f, x, signature="numerical_gradient(f, x, h=1e-5)", **kwargs)
@@ -202,10 +238,11 @@ def check_numerical_gradient(fn) -> None:
                         "(np.zeros_like(x)).")),
         ])
         hh = 1e-5 if h is None else h
-        chk.compare("grad", g, grad(x), alternatives=[
-            (_one_sided(f, x, hh, +1), ("one-sided differences: use the central "
+        alternatives = [(np.zeros(shape), _COPY_HINT)] if closure else []
+        chk.compare("grad", g, grad(x), alternatives=alternatives + [
+            (_one_sided(f_plain, x, hh, +1), ("one-sided differences: use the central "
              "difference (f(x + h) - f(x - h)) / (2 * h).")),
-            (_one_sided(f, x, hh, -1), ("one-sided differences: use the central "
+            (_one_sided(f_plain, x, hh, -1), ("one-sided differences: use the central "
              "difference (f(x + h) - f(x - h)) / (2 * h).")),
             (2 * grad(x), "grad is twice too large: divide by 2 * h, not by h."),
             (grad(x) / 2, ("grad is half the true value: divide by 2 * h, "
