@@ -20,7 +20,11 @@ a lesson only ever writes ``checks.check_...``:
 - :mod:`.optim` (lessons 03 and 04): check_sgd, check_rmsprop, check_adam.
 - :mod:`.regularization` (lesson 04): check_batchnorm2d, check_dropout.
 - :mod:`.autograd` (lesson 05): check_torch_forward, check_sgd_step.
-- :mod:`.torch_nn` (lesson 06, the course CNN as an ``nn.Module``): check_my_cnn.
+- :mod:`.torch_data` (lesson 06, your IDX reader and Dataset): check_read_idx, check_idx_dataset.
+- :mod:`.torch_nn` (lesson 06, the course CNN as an ``nn.Module`` and an ``nn.Sequential``;
+  lesson 07, with batch norm and dropout): check_my_cnn, check_sequential, check_regularized_cnn.
+- :mod:`.torch_loops` (lesson 06, the training loop): check_train_one_epoch, check_evaluate,
+  check_fit, check_checkpoint.
 - :mod:`.experiments`: check_step_decay, check_random_shift.
 - :mod:`._core`: the shared machinery (calling the learner's code, comparing, naming the bug).
 
@@ -42,16 +46,27 @@ from mnist_course.checks.mlp import (
 )
 from mnist_course.checks.optim import check_adam, check_rmsprop, check_sgd
 from mnist_course.checks.regularization import check_batchnorm2d, check_dropout
-from mnist_course.checks.torch_nn import check_my_cnn
+from mnist_course.checks.torch_data import check_idx_dataset, check_read_idx
+from mnist_course.checks.torch_loops import (
+    check_checkpoint,
+    check_evaluate,
+    check_fit,
+    check_train_one_epoch,
+)
+from mnist_course.checks.torch_nn import check_my_cnn, check_regularized_cnn, check_sequential
 
 __all__ = [
     "check_adam",
     "check_batchnorm2d",
+    "check_checkpoint",
     "check_cnn_forward",
     "check_cnn_loss_and_grads",
     "check_conv2d_backward",
     "check_conv2d_forward",
     "check_dropout",
+    "check_evaluate",
+    "check_fit",
+    "check_idx_dataset",
     "check_init",
     "check_linear",
     "check_maxpool2d",
@@ -59,12 +74,16 @@ __all__ = [
     "check_numerical_gradient",
     "check_one_hot",
     "check_random_shift",
+    "check_read_idx",
+    "check_regularized_cnn",
     "check_relu",
     "check_rmsprop",
+    "check_sequential",
     "check_sgd",
     "check_sgd_step",
     "check_softmax_cross_entropy",
     "check_step_decay",
     "check_torch_forward",
+    "check_train_one_epoch",
     "check_train_val_split",
 ]

@@ -1,0 +1,136 @@
+"""check_read_idx and check_idx_dataset pass correct code and name the typical mistakes.
+
+The implementations under test are in buggy_torch.py, written independently of the package.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+
+import buggy_torch as B
+import pytest
+import torch
+
+from mnist_course import checks
+
+CORRECT = [
+    ("check_read_idx", B.read_idx),
+    ("check_read_idx", B.read_idx_sniffing),
+    ("check_idx_dataset", B.IdxDataset),
+    ("check_idx_dataset", B.IdxDatasetTensorLabels),
+    ("check_idx_dataset", B.IdxDatasetPrecomputed),
+]
+
+
+@pytest.mark.parametrize(("check", "arg"), CORRECT, ids=[c[1].__name__ for c in CORRECT])
+def test_correct_implementation_passes_with_one_line(check, arg, capsys):
+    getattr(checks, check)(arg)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"✓ {check}: ")
+
+
+def test_the_checks_are_exported():
+    for name in ("check_read_idx", "check_idx_dataset"):
+        assert name in checks.__all__
+
+
+# (id, check, argument, phrase the failure message must contain: a regular expression)
+BUGS = [
+    ("little-endian dims", "check_read_idx", B.read_idx_little_endian,
+     r"case 1 of 7[\s\S]*sizes are read as little-endian"),
+    ("header not skipped (whole buffer reshaped)", "check_read_idx",
+     B.read_idx_header_not_skipped, (r"mentions 121, the size of the whole file: the header is "
+                                    r"not skipped")),
+    ("header not skipped (data read from byte 0)", "check_read_idx", B.read_idx_from_byte_0,
+     r"the data is read from byte 0, but it starts at byte 16"),
+    ("hard-coded 3 dims", "check_read_idx", B.read_idx_three_dims,
+     r"case 2 of 7 failed: a 1-D file[\s\S]*do not assume 3 dimensions"),
+    (".gz read as raw", "check_read_idx", B.read_idx_gz_as_raw,
+     (r"case 3 of 7[\s\S]*reads the raw file but not the same file gzip-compressed[\s\S]*"
+     r"gzip\.open")),
+    ("no check of the byte count", "check_read_idx", B.read_idx_no_count_check,
+     r"case 7 of 7 failed: a file with 10 bytes too many[\s\S]*byte count is not checked"),
+    ("no check of the magic number", "check_read_idx", B.read_idx_no_magic_check,
+     r"case 5 of 7[\s\S]*expected a ValueError[\s\S]*magic number is not checked"),
+    ("a str method on a pathlib.Path", "check_read_idx", B.read_idx_str_only,
+     r"str\(path\)\.endswith\('\.gz'\)"),
+    ("not uint8", "check_read_idx", B.read_idx_int64, r"dtype int64[\s\S]*np\.uint8"),
+    ("assert instead of ValueError", "check_read_idx", B.read_idx_assert,
+     r"raised AssertionError[\s\S]*raise ValueError[\s\S]*\(not AssertionError\)"),
+    ("not normalised", "check_idx_dataset", B.IdxDatasetNotNormalised,
+     r"scaled to \[0, 1\] but not normalised"),
+    ("scaled twice", "check_idx_dataset", B.IdxDatasetScaledTwice, r"divided by 255 twice"),
+    ("missing channel axis", "check_idx_dataset", B.IdxDatasetNoChannel,
+     r"shape \(28, 28\)[\s\S]*channel axis is missing"),
+    ("uint8 images", "check_idx_dataset", B.IdxDatasetUint8,
+     r"dtype torch\.uint8[\s\S]*not converted"),
+    ("float64 images", "check_idx_dataset", B.IdxDatasetFloat64,
+     r"dtype torch\.float64[\s\S]*float64 images"),
+    ("float labels", "check_idx_dataset", B.IdxDatasetFloatLabels,
+     r"the label is a float[\s\S]*class indices, not floats"),
+    ("len off by one", "check_idx_dataset", B.IdxDatasetLenOffByOne,
+     r"len\(dataset\) is 9[\s\S]*off by one"),
+    ("files re-read per item", "check_idx_dataset", B.IdxDatasetRereads,
+     r"FileNotFoundError[\s\S]*read again after __init__"),
+    ("images and labels mismatched in length", "check_idx_dataset",
+     B.IdxDatasetNoLengthCheck,
+     r"case 2 of 2 failed: 10 images but 9 labels[\s\S]*mismatched in length"),
+]
+
+
+@pytest.mark.parametrize(("check", "arg", "phrase"), [b[1:] for b in BUGS],
+                         ids=[b[0] for b in BUGS])
+def test_typical_bug_is_named(check, arg, phrase, capsys):
+    with pytest.raises(AssertionError) as info:
+        getattr(checks, check)(arg)
+    message = str(info.value)
+    assert re.search(phrase, message), message
+    assert message.startswith(check), message
+    assert "✓" not in capsys.readouterr().out
+
+
+def test_not_implemented_error_propagates_unchanged():
+    def stub(*args):
+        raise NotImplementedError()
+
+    class Stub(B.IdxDataset):
+        def __getitem__(self, i):
+            raise NotImplementedError()
+
+    with pytest.raises(NotImplementedError):
+        checks.check_read_idx(stub)
+    with pytest.raises(NotImplementedError):
+        checks.check_idx_dataset(stub)
+    with pytest.raises(NotImplementedError):
+        checks.check_idx_dataset(Stub)
+
+
+@pytest.mark.parametrize("arg", [B.read_idx, B.read_idx_gz_as_raw, B.IdxDataset,
+                                 B.IdxDatasetRereads, B.IdxDatasetNoLengthCheck],
+                         ids=lambda f: f.__name__)
+def test_temporary_files_are_removed(arg, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    check = checks.check_read_idx if "read_idx" in arg.__name__ else checks.check_idx_dataset
+    try:
+        check(arg)
+    except AssertionError:
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_dataset_check_leaves_the_global_random_state_alone():
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    checks.check_idx_dataset(B.IdxDataset)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_dataset_whose_reader_fails_is_told_to_check_the_reader():
+    class WithBrokenReader(B.IdxDataset):
+        def __init__(self, images_path, labels_path):
+            self.images = B.read_idx_little_endian(images_path)
+
+    with pytest.raises(AssertionError, match=r"does check_read_idx pass\?"):
+        checks.check_idx_dataset(WithBrokenReader)
