@@ -51,8 +51,8 @@ def main(results: str | os.PathLike = "results", epochs: int = 3, device: str = 
     """Run the demo and return the exit code (0).
 
     results: folder for ``learning_curves.png`` (created if needed). epochs: per implementation.
-    device: for the PyTorch run ("auto", "cpu" or "cuda"). limit: train on the first ``limit``
-    images only (for quick tries and tests; the test set stays whole).
+    device: for the PyTorch run ("auto", "cpu", "cuda" or "mps"). limit: train on the first
+    ``limit`` images only (for quick tries and tests; the test set stays whole).
     """
     from mnist_course import data, training
     from mnist_course.torch_cnn import pick_device

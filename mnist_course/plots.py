@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from mnist_course.history import eval_name_of
+
 
 def _plt():
     import matplotlib.pyplot as plt
@@ -121,11 +123,12 @@ def _smooth(values: Sequence[float], window: int) -> np.ndarray:
 
 
 def plot_history(histories: Mapping[str, Mapping], smooth: int = 50, size=(8, 3)):
-    """Learning curves of one or more training runs, side by side: loss and test accuracy.
+    """Learning curves of one or more training runs, side by side: loss and accuracy.
 
-    histories: name -> history, where a history is what the course's ``fit`` helpers return:
-    ``step_loss`` (training loss of every step) and ``epochs`` (a list of dicts with ``epoch``,
-    ``train_acc`` and ``test_acc``). The loss is smoothed over ``smooth`` steps.
+    histories: name -> history, where a history is what the course's ``fit`` helpers return
+    (see ``mnist_course.history``): ``step_loss`` (training loss of every step) and ``epochs``
+    (a list of dicts with ``epoch``, ``train_acc`` and the evaluation accuracy, ``val_acc`` or
+    ``test_acc``; the legend says which). The loss is smoothed over ``smooth`` steps.
     """
     plt = _plt()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=size)
@@ -139,7 +142,9 @@ def plot_history(histories: Mapping[str, Mapping], smooth: int = 50, size=(8, 3)
         rows = h.get("epochs", [])
         if rows:
             ep = [r["epoch"] for r in rows]
-            line, = ax_acc.plot(ep, [r["test_acc"] for r in rows], "o-", label=f"{name} test")
+            split = eval_name_of(rows[0])
+            line, = ax_acc.plot(ep, [r[f"{split}_acc"] for r in rows], "o-",
+                                label=f"{name} {split}")
             if "train_acc" in rows[0]:
                 ax_acc.plot(ep, [r["train_acc"] for r in rows], "s--", color=line.get_color(),
                             alpha=0.6, label=f"{name} train")

@@ -31,7 +31,9 @@ from torch import nn
 from tqdm import tqdm
 
 from mnist_course import CourseError
+from mnist_course.history import EpochTotals, finish_history, new_history
 from mnist_course.numpy_cnn import PARAM_SHAPES  # the NumPy layout: (F, C, KH, KW), (D_in, D_out)
+from mnist_course.summary_table import format_summary  # the table numpy_cnn.summary prints too
 
 __all__ = [
     "PARAM_SHAPES",
@@ -47,6 +49,8 @@ __all__ = [
     "pick_device",
     "predict",
     "summary",
+    "summary_rows",
+    "train_one_epoch",
 ]
 
 _LINEAR = ("fc1", "fc2")
@@ -188,21 +192,6 @@ def numpy_params(model: CourseCNN) -> dict[str, np.ndarray]:
 # Summary table
 # --------------------------------------------------------------------------------------------
 
-def format_summary(rows, total: int) -> str:
-    """The Keras-style summary table, as text.
-
-    rows: (layer, output shape without the batch axis, parameter count) triples; total: the
-    parameter count of the model. The layout is character for character the one
-    ``numpy_cnn.summary`` prints, so lessons 03 and 05 show the same table. It uses nothing from
-    torch, so it could move next to ``numpy_cnn.summary`` and be shared.
-    """
-    lines = [f"{'Layer (type)':<26}{'Output shape':<22}{'Param #':>14}", "=" * 62]
-    for name, shape, n in rows:
-        lines.append(f"{name:<26}{(None,) + tuple(shape)!s:<22}{n:>14,}")
-    lines += ["=" * 62, f"Total params: {total:,}", "-" * 62]
-    return "\n".join(lines)
-
-
 def summary_rows(model: CourseCNN) -> list[tuple[str, tuple[int, ...], int]]:
     """(layer, output shape without N, parameters) for each step of :class:`CourseCNN`.
 
@@ -239,7 +228,11 @@ def summary_rows(model: CourseCNN) -> list[tuple[str, tuple[int, ...], int]]:
 
 
 def summary(model: CourseCNN, file=None) -> int:
-    """Print a Keras-style table (layer, output shape, parameters); return the total (93,322)."""
+    """Print a Keras-style table (layer, output shape, parameters); return the total (93,322).
+
+    The table is ``summary_table.format_summary`` of :func:`summary_rows`, the same text
+    ``numpy_cnn.summary`` prints for the NumPy weights.
+    """
     total = count_params(model)
     print(format_summary(summary_rows(model), total), file=file or sys.stdout)
     return total
@@ -249,18 +242,35 @@ def summary(model: CourseCNN, file=None) -> int:
 # Device and data
 # --------------------------------------------------------------------------------------------
 
-def pick_device(name: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else the CPU; ``"cpu"``; ``"cuda"`` (or ``"cuda:1"``).
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
 
-    Raises :class:`CourseError` when CUDA is asked for but not available.
+
+def pick_device(name: str | torch.device = "auto") -> torch.device:
+    """The ``torch.device`` to train on.
+
+    - ``"auto"``: CUDA when PyTorch sees an NVIDIA GPU, else Apple's MPS (the GPU of an
+      Apple-silicon Mac) when available, else the CPU.
+    - ``"cpu"``, ``"cuda"`` (or ``"cuda:1"``), ``"mps"``: that device.
+
+    Raises :class:`CourseError` when a GPU is asked for but not available.
     """
     if isinstance(name, torch.device):
         name = str(name)
     name = str(name).strip().lower()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
+    if name == "mps":
+        if not _mps_available():
+            raise CourseError(f"device 'mps' was requested but PyTorch sees no Apple GPU "
+                              f"(torch {torch.__version__}; MPS needs an Apple-silicon Mac and "
+                              "macOS 12.3 or later). Use --device cpu or --device auto.")
+        return torch.device("mps")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise CourseError(f"device {name!r} was requested but PyTorch sees no CUDA GPU "
@@ -275,7 +285,7 @@ def pick_device(name: str | torch.device = "auto") -> torch.device:
             raise CourseError(f"device {name!r} was requested but only "
                               f"{torch.cuda.device_count()} CUDA device(s) exist")
         return dev
-    raise CourseError(f"unknown device {name!r}: use 'auto', 'cpu' or 'cuda'")
+    raise CourseError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'mps'")
 
 
 def mnist_loaders(batch_size: int = 64, seed: int = 0, limit: int | None = None, root=None,
@@ -327,27 +337,96 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def evaluate(model: nn.Module, loader, device=None) -> float:
-    """Accuracy of ``model`` on every batch of ``loader`` (a float in [0, 1]).
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
-    Runs in ``eval()`` mode under ``torch.no_grad()`` and restores the model's previous mode.
-    device: where to compute (default: where the model's parameters are).
+
+def _check_model_device(model: nn.Module, device: torch.device) -> None:
+    params = next(model.parameters(), None)
+    if params is not None and not _same_device(params.device, device):
+        raise CourseError(f"the model is on {params.device} but device={str(device)!r}: move it "
+                          f"first with model.to({str(device)!r}) (before making its optimiser), "
+                          f"or pass device={str(params.device)!r}")
+
+
+def _run_epoch(model: nn.Module, batches, loss_fn, device: torch.device, optimizer=None,
+               scheduler=None, bar=None) -> tuple[EpochTotals, list[float]]:
+    """One pass over ``batches``: the one loop behind train_one_epoch, evaluate and fit.
+
+    With an optimizer: ``model.train()``, and per batch zero_grad, forward, loss, backward, step,
+    then ``scheduler.step()`` when one is given. Without: ``model.eval()`` under
+    ``torch.no_grad()``. ``loss_fn(logits, y)`` must return the batch MEAN (PyTorch's default
+    reduction); :class:`~mnist_course.history.EpochTotals` weights it by the batch size, so the
+    totals give the mean per sample. bar: the tqdm bar wrapping ``batches``, or None.
+
+    The per-batch losses and correct counts stay on the device until the end of the pass and
+    come back in one transfer (a GPU synchronises once per epoch, not once per step); they are
+    then summed in Python floats, in order, exactly as ``total += loss.item() * len(y)`` would.
+    Returns the totals and the loss of every batch.
     """
-    device = torch.device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    total = 0
-    with torch.no_grad():
-        for x, y in loader:
+    training = optimizer is not None
+    losses, corrects, sizes = [], [], []
+    model.train(training)
+    with torch.set_grad_enabled(training):
+        for step, (x, y) in enumerate(batches):
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
-            correct += (model(x).argmax(dim=1) == y).sum()
-            total += len(y)
-    model.train(was_training)
-    if total == 0:
-        raise CourseError("evaluate() got an empty loader: there is nothing to score")
-    return correct.item() / total
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+            losses.append(loss.detach())
+            corrects.append((logits.detach().argmax(dim=1) == y).sum())
+            sizes.append(len(y))
+            if bar is not None and step % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    if not sizes:
+        what = "training loader" if training else "evaluation loader"
+        raise CourseError(f"the {what} is empty: there is nothing to "
+                          f"{'train on' if training else 'score'}")
+    step_loss = torch.stack(losses).float().cpu().tolist()
+    totals = EpochTotals()
+    for loss_value, correct, n in zip(step_loss, torch.stack(corrects).cpu().tolist(), sizes):
+        totals.add(loss_value, correct, n)
+    return totals, step_loss
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer, loss_fn=F.cross_entropy, device="cpu",
+                    scheduler=None) -> float:
+    """Train ``model`` for one pass over ``loader``; return the training loss, mean per sample.
+
+    The package's version of lesson 06's exercise: ``model.train()``, then for each batch
+    ``(x, y)`` (x (B, 1, 28, 28) float, y (B,) int64, both moved to ``device``): zero the
+    gradients, forward, ``loss_fn(logits, y)`` (a batch mean), backward, ``optimizer.step()``,
+    and ``scheduler.step()`` after every optimiser step when a scheduler is given (as
+    ``OneCycleLR`` expects). The result weights each batch by its size, so a short last batch
+    counts for what it holds. The model must already be on ``device``.
+    """
+    device = torch.device(device)
+    _check_model_device(model, device)
+    totals, _ = _run_epoch(model, loader, loss_fn, device, optimizer, scheduler)
+    return totals.mean_loss
+
+
+def evaluate(model: nn.Module, loader, loss_fn=F.cross_entropy, device="cpu"
+             ) -> tuple[float, float]:
+    """``(mean_loss, accuracy)`` of ``model`` over every batch of ``loader``, both per sample.
+
+    Runs in ``eval()`` mode under ``torch.no_grad()`` and restores the model's previous mode
+    afterwards. The model must already be on ``device``. accuracy is a float in [0, 1].
+    """
+    device = torch.device(device)
+    _check_model_device(model, device)
+    was_training = model.training
+    try:
+        totals, _ = _run_epoch(model, loader, loss_fn, device)
+    finally:
+        model.train(was_training)
+    return totals.mean_loss, totals.accuracy
 
 
 def predict(model: nn.Module, x, device=None, batch_size: int = 1000) -> np.ndarray:
@@ -378,70 +457,67 @@ def predict(model: nn.Module, x, device=None, batch_size: int = 1000) -> np.ndar
     return torch.cat(out).numpy().astype(np.int64)
 
 
-def fit(model: nn.Module, train_loader, test_loader, *, epochs: int, optimizer=None,
-        device="cpu", progress: bool = True, on_epoch: Callable[[dict], None] | None = None,
-        scheduler=None) -> dict:
+def fit(model: nn.Module, train_loader, eval_loader, *, epochs: int, optimizer=None,
+        scheduler=None, device="cpu", progress: bool = True,
+        on_epoch: Callable[[dict], None] | None = None, eval_name: str = "val") -> dict:
     """Train ``model`` with cross-entropy for ``epochs`` epochs; evaluate after each one.
+
+    Each epoch is :func:`train_one_epoch` over ``train_loader`` (behind a progress bar) followed
+    by :func:`evaluate` on ``eval_loader``. Loaders may be any iterables of ``(x, y)`` batches
+    that have a length.
 
     - optimizer: any ``torch.optim`` optimiser over ``model.parameters()``; None means
       ``Adam(lr=1e-3)``.
     - scheduler: optional learning-rate scheduler, stepped after every optimiser step (as
       ``OneCycleLR`` expects).
-    - device: ``"cpu"``, ``"cuda"`` or a ``torch.device``; the model and each batch are moved there.
+    - device: ``"cpu"``, ``"cuda"``, ``"mps"`` or a ``torch.device``; the model is moved there
+      (do it yourself before making the optimiser when you pass one), and so is each batch.
     - progress: a tqdm bar per epoch on stderr.
     - on_epoch(row): called with each epoch's row as soon as it is done.
+    - eval_name: what ``eval_loader`` holds, used in the keys: ``"val"`` (default) for a
+      validation split, ``"test"`` only for the final test evaluation.
 
-    Returns the history dict: ``epochs`` (one row per epoch: ``epoch``, ``loss`` (mean training
-    loss), ``train_acc`` (accuracy on the training batches while training), ``test_acc``,
-    ``seconds`` (training time of the epoch)), ``step_loss`` (the loss of every step),
-    ``test_accuracy`` (last epoch), ``train_seconds`` (sum of epoch times, evaluation
-    excluded) and ``seconds_per_epoch``.
+    Returns the history dict (see ``mnist_course.history``): ``epochs``, one row per epoch with
+    ``epoch``, ``loss`` (training loss, mean per sample over the epoch), ``train_acc`` (accuracy
+    on the training batches while training), ``<eval_name>_loss``, ``<eval_name>_acc``, ``lr``
+    (learning rate of the first parameter group at the start of the epoch) and ``seconds``
+    (training time of the epoch, evaluation excluded); ``step_loss`` (the loss of every step);
+    ``<eval_name>_accuracy`` (last epoch); ``train_seconds`` (sum of the epoch times) and
+    ``seconds_per_epoch``.
     """
-    if epochs < 1:
+    if int(epochs) != epochs or epochs < 1:
         raise CourseError(f"epochs must be at least 1, got {epochs}")
+    if not (isinstance(eval_name, str) and eval_name.isidentifier()) or eval_name == "train":
+        raise CourseError(f"eval_name must be a short name such as 'val' or 'test' (not "
+                          f"'train'), got {eval_name!r}")
     device = torch.device(device)
     model.to(device)
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    history = {"epochs": [], "step_loss": []}
+    history = new_history()
     for epoch in range(1, epochs + 1):
-        model.train()
-        losses, correct, seen = [], torch.zeros((), dtype=torch.int64, device=device), 0
+        lr = float(optimizer.param_groups[0]["lr"])
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", leave=True, ncols=80,
                    mininterval=0.5, file=sys.stderr, disable=not progress, unit="batch")
         start = time.perf_counter()
-        for step, (x, y) in enumerate(bar):
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            losses.append(loss.detach())
-            correct += (logits.detach().argmax(dim=1) == y).sum()
-            seen += len(y)
-            if progress and step % 50 == 0:
-                bar.set_postfix(loss=f"{losses[-1].item():.3f}", refresh=False)
-        if not losses:
-            raise CourseError("the training loader is empty: there is nothing to train on")
-        step_loss = torch.stack(losses).float().cpu()  # one transfer per epoch (syncs the GPU)
-        seconds = time.perf_counter() - start
-        bar.close()
+        try:
+            totals, step_loss = _run_epoch(model, bar, F.cross_entropy, device, optimizer,
+                                           scheduler, bar=bar if progress else None)
+            seconds = time.perf_counter() - start  # _run_epoch has waited for the GPU
+        finally:
+            bar.close()
+        eval_loss, eval_acc = evaluate(model, eval_loader, F.cross_entropy, device)
         row = {
             "epoch": epoch,
-            "loss": float(step_loss.mean()),
-            "train_acc": correct.item() / seen,
-            "test_acc": evaluate(model, test_loader, device),
+            "loss": totals.mean_loss,
+            "train_acc": totals.accuracy,
+            f"{eval_name}_loss": eval_loss,
+            f"{eval_name}_acc": eval_acc,
+            "lr": lr,
             "seconds": seconds,
         }
-        history["step_loss"].extend(step_loss.tolist())
+        history["step_loss"].extend(step_loss)
         history["epochs"].append(row)
         if on_epoch is not None:
             on_epoch(row)
-    history["test_accuracy"] = history["epochs"][-1]["test_acc"]
-    history["train_seconds"] = sum(r["seconds"] for r in history["epochs"])
-    history["seconds_per_epoch"] = history["train_seconds"] / epochs
-    return history
+    return finish_history(history, eval_name)

@@ -2,8 +2,9 @@
 
 Both implementations start from the very same weights, ``numpy_cnn.init_cnn(seed)``, see the
 same normalised data and use Adam with the same learning rate, decayed along the same cosine, so
-their results can be compared side by side. ``run`` returns the training history (see
-``torch_cnn.fit``) plus ``impl``, ``epochs``, ``params`` and ``device``.
+their results can be compared side by side. Both are scored on the TEST set after each epoch, so
+their histories (see ``mnist_course.history``) have ``test_acc`` rows and ``test_accuracy``.
+``run`` returns that history plus ``impl``, ``epochs``, ``params`` and ``device``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 from collections.abc import Callable
 
 from mnist_course import CourseError
+from mnist_course.history import eval_name_of
 
 __all__ = ["IMPLS", "SCHEDULES", "cosine_factor", "format_epoch", "run"]
 
@@ -70,13 +72,15 @@ def run(impl: str, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, s
       both implementations; "constant" keeps ``lr``.
     - seed: the initial weights (``numpy_cnn.init_cnn(seed)``, shared by both implementations)
       and the order of the training batches.
-    - device: torch only, "auto" (CUDA when available), "cpu" or "cuda". NumPy always runs on
-      the CPU.
+    - device: torch only, "auto" (CUDA, else Apple MPS, else the CPU), "cpu", "cuda" or "mps".
+      NumPy always runs on the CPU.
     - limit: train on the first ``limit`` training images (the test set stays whole).
     - progress: show a progress bar per epoch; on_epoch(row) is called after each epoch.
 
-    Returns the history dict of ``fit`` (``epochs``, ``step_loss``, ``test_accuracy``,
-    ``train_seconds``, ``seconds_per_epoch``) plus ``impl``, ``epochs`` (the number),
+    Returns the history dict of the implementation's ``fit`` (``epochs``, ``step_loss``,
+    ``test_accuracy``, ``train_seconds``, ``seconds_per_epoch``; rows with ``epoch``, ``loss``
+    (mean per sample), ``train_acc``, ``test_acc``, ``seconds``, and for torch also
+    ``test_loss`` and ``lr``) plus ``impl``, ``epochs`` (the number),
     ``params`` (93,322) and ``device``. Since ``epochs`` is now the number, the untouched history
     (with its per-epoch rows, what ``plots.plot_history`` draws) stays available as ``history``.
     """
@@ -131,14 +135,17 @@ def _run_torch(epochs, batch_size, lr, seed, device, limit, progress, on_epoch, 
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: cosine_factor(step, total))
     history = torch_cnn.fit(model, train_loader, test_loader, epochs=epochs, optimizer=optimizer,
-                            device=dev, progress=progress, on_epoch=on_epoch, scheduler=scheduler)
+                            scheduler=scheduler, device=dev, progress=progress, on_epoch=on_epoch,
+                            eval_name="test")
     return history, torch_cnn.count_params(model), str(dev)
 
 
 def format_epoch(row: dict, epochs: int) -> str:
-    """One line for one epoch, e.g.
-    ``epoch 1/3  loss 0.1520  train acc 0.9541  test acc 0.9857  12.3 s``."""
+    """One line for one epoch row of either ``fit``, e.g.
+    ``epoch 1/3  loss 0.1520  train acc 0.9541  test acc 0.9857  12.3 s``
+    (``val acc`` for a row scored on a validation split)."""
     width = len(str(epochs))
+    name = eval_name_of(row)
     return (f"epoch {row['epoch']:>{width}}/{epochs}  loss {row['loss']:.4f}  "
-            f"train acc {row['train_acc']:.4f}  test acc {row['test_acc']:.4f}  "
+            f"train acc {row['train_acc']:.4f}  {name} acc {row[f'{name}_acc']:.4f}  "
             f"{row['seconds']:.1f} s")

@@ -1,14 +1,16 @@
-"""mnist_course.torch_cnn: the model, NumPy <-> torch weight transfer, loaders, fit, evaluate."""
+"""mnist_course.torch_cnn: the model, NumPy <-> torch weights, loaders, the training loop."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import math
+import types
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from mnist_course import CourseError, data, numpy_cnn
@@ -73,6 +75,15 @@ def test_summary_is_the_numpy_table():
     assert torch_out.getvalue() == numpy_out.getvalue()
     assert "(None, 64, 5, 5)" in torch_out.getvalue()
     assert "Total params: 93,322" in torch_out.getvalue()
+    # one formatter: summary_table.format_summary of summary_rows, also to a file
+    from mnist_course.summary_table import format_summary
+
+    rows = tc.summary_rows(tc.CourseCNN())
+    assert rows[0] == ("conv1 (Conv2d 3x3)", (32, 26, 26), 320) and len(rows) == 12
+    assert format_summary(rows, 93_322) + "\n" == numpy_out.getvalue()
+    assert tc.format_summary is format_summary
+    buf = io.StringIO()
+    assert tc.summary(tc.CourseCNN(), file=buf) == 93_322 and buf.getvalue() == torch_out.getvalue()
 
 
 # ---------------------------------------------------------------------------- weight transfer
@@ -159,14 +170,31 @@ def test_autograd_gradients_agree_with_numpy_backward(mnist, dtype, tol):
 # ---------------------------------------------------------------------------- device, data
 
 
+def _fake_gpus(monkeypatch, cuda: bool, mps: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends, "mps", types.SimpleNamespace(is_available=lambda: mps))
+
+
+@pytest.mark.parametrize("cuda, mps, want", [
+    (True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_pick_device_auto_prefers_cuda_then_mps(monkeypatch, cuda, mps, want):
+    _fake_gpus(monkeypatch, cuda, mps)
+    assert tc.pick_device("auto") == torch.device(want)
+    assert tc.pick_device(" Auto ") == torch.device(want)
+
+
 def test_pick_device(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert tc.pick_device("auto") == torch.device("cpu")
+    _fake_gpus(monkeypatch, cuda=False, mps=False)
     assert tc.pick_device("cpu") == torch.device("cpu")
+    assert tc.pick_device(torch.device("cpu")) == torch.device("cpu")
     with pytest.raises(CourseError, match="no CUDA GPU.*--device cpu"):
         tc.pick_device("cuda")
-    with pytest.raises(CourseError, match="unknown device 'tpu'"):
+    with pytest.raises(CourseError, match="no Apple GPU.*--device cpu"):
+        tc.pick_device("mps")
+    with pytest.raises(CourseError, match="unknown device 'tpu'.*'mps'"):
         tc.pick_device("tpu")
+    _fake_gpus(monkeypatch, cuda=False, mps=True)
+    assert tc.pick_device("mps") == torch.device("mps")
 
 
 def test_mnist_loaders(mnist):
@@ -191,28 +219,169 @@ def test_mnist_loaders(mnist):
 # ---------------------------------------------------------------------------- training
 
 
+def _short_last_batch(n=100, batch_size=64, seed=0):
+    """Random images and labels in a loader whose last batch (36) is shorter than the others."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return x, y, DataLoader(TensorDataset(x, y), batch_size=batch_size)
+
+
+def _per_sample_reference(model, x, y):
+    with torch.no_grad():
+        logits = model(x)
+    return (F.cross_entropy(logits, y).item(),
+            (logits.argmax(dim=1) == y).sum().item() / len(y))
+
+
+def test_train_one_epoch_returns_the_mean_per_sample():
+    x, y, loader = _short_last_batch()
+    model = _model(0)
+    want_loss, _ = _per_sample_reference(model, x, y)
+    # lr = 0: every batch is scored by the same weights, so the epoch loss is the full-data loss
+    got = tc.train_one_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.0))
+    assert isinstance(got, float)
+    assert got == pytest.approx(want_loss, rel=1e-5)
+    batch_means = [F.cross_entropy(model(xb), yb).item() for xb, yb in loader]
+    assert got != pytest.approx(float(np.mean(batch_means)), rel=1e-5)  # not the batch mean
+
+
+def test_train_one_epoch_is_the_plain_loop_to_the_last_bit():
+    """The lesson's loop (loss.item() * len(y) summed in Python) gives the very same numbers."""
+    _, _, loader = _short_last_batch(n=300)
+    ref = _model(0)
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    total, count = 0.0, 0
+    ref.train()
+    for xb, yb in loader:
+        loss = F.cross_entropy(ref(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(yb)
+        count += len(yb)
+    model = _model(0)
+    got = tc.train_one_epoch(model, loader, torch.optim.Adam(model.parameters(), lr=1e-3))
+    assert got == total / count
+    for (name, a), b in zip(ref.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_train_one_epoch_trains_and_steps_the_scheduler():
+    _, _, loader = _short_last_batch()
+    model = _model(0)
+    before = tc.numpy_params(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step)
+    model.eval()
+    tc.train_one_epoch(model, loader, opt, F.cross_entropy, "cpu", scheduler=sched)
+    assert model.training
+    assert sched.last_epoch == len(loader) == 2
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * 0.25)
+    after = tc.numpy_params(model)
+    assert any(not np.array_equal(before[k], after[k]) for k in KEYS)
+
+
+def test_evaluate_returns_loss_and_accuracy_per_sample():
+    x, y, loader = _short_last_batch()
+    model = _model(0)
+    want_loss, want_acc = _per_sample_reference(model, x, y)
+    model.train()
+    loss, acc = tc.evaluate(model, loader)
+    assert isinstance(loss, float) and isinstance(acc, float)
+    assert loss == pytest.approx(want_loss, rel=1e-5)
+    assert acc == pytest.approx(want_acc, abs=1e-12)
+    assert model.training  # the previous mode is restored
+    assert all(p.grad is None for p in model.parameters())
+    # any loss function with a mean reduction
+    l1, _ = tc.evaluate(model, loader, lambda logits, t: logits.abs().mean(), "cpu")
+    with torch.no_grad():
+        assert l1 == pytest.approx(model(x).abs().mean().item(), rel=1e-5)
+
+
+def test_loops_name_a_model_on_the_wrong_device():
+    _, _, loader = _short_last_batch()
+    model = _model(0)
+    with pytest.raises(CourseError, match=r"model is on cpu but device='cuda'.*model.to"):
+        tc.evaluate(model, loader, device="cuda")
+    with pytest.raises(CourseError, match=r"model is on cpu but device='mps'"):
+        tc.train_one_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.1),
+                           device="mps")
+
+
+def test_empty_loaders_are_named():
+    empty = DataLoader(TensorDataset(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.int64)))
+    model = tc.CourseCNN()
+    with pytest.raises(CourseError, match="evaluation loader is empty"):
+        tc.evaluate(model, empty)
+    with pytest.raises(CourseError, match="training loader is empty"):
+        tc.train_one_epoch(model, empty, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
 def test_fit_learns_and_returns_the_history(mnist):
     torch.manual_seed(0)
     model = _model(0)
     train, test = _loaders(mnist, 2000)
     rows = []
-    history = tc.fit(model, train, test, epochs=2, progress=False, on_epoch=rows.append)
-    assert set(history) >= {"epochs", "step_loss", "test_accuracy", "train_seconds",
+    history = tc.fit(model, train, test, epochs=2, progress=False, on_epoch=rows.append,
+                     eval_name="test")
+    assert set(history) == {"epochs", "step_loss", "test_accuracy", "train_seconds",
                             "seconds_per_epoch"}
     assert rows == history["epochs"] and [r["epoch"] for r in rows] == [1, 2]
     for r in rows:
-        assert set(r) == {"epoch", "loss", "train_acc", "test_acc", "seconds"}
+        assert set(r) == {"epoch", "loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
         assert all(isinstance(v, (int, float)) for v in r.values())
+        assert r["lr"] == 1e-3  # the default Adam(1e-3)
     assert len(history["step_loss"]) == 2 * math.ceil(2000 / 64)
     assert history["test_accuracy"] == rows[-1]["test_acc"] > 0.85
     assert rows[1]["loss"] < rows[0]["loss"]
     assert history["train_seconds"] == pytest.approx(sum(r["seconds"] for r in rows))
     assert history["seconds_per_epoch"] == pytest.approx(history["train_seconds"] / 2)
+    # the last row's evaluation is evaluate() of the final model
+    assert (rows[-1]["test_loss"], rows[-1]["test_acc"]) == pytest.approx(
+        tc.evaluate(model, test))
     # predict and evaluate agree, and predict accepts raw uint8 images
     (_, _), (x_test, y_test) = mnist
     pred = tc.predict(model, x_test[:1000])
     assert pred.dtype == np.int64 and pred.shape == (1000,)
-    assert (pred == y_test[:1000]).mean() == pytest.approx(tc.evaluate(model, test))
+    assert (pred == y_test[:1000]).mean() == pytest.approx(tc.evaluate(model, test)[1])
+
+
+def test_fit_is_train_one_epoch_then_evaluate():
+    """Same seed, same batches: fit's numbers are those of the two building blocks."""
+    _, _, loader = _short_last_batch()
+    torch.manual_seed(0)
+    a = _model(0)
+    history = tc.fit(a, loader, loader, epochs=1, optimizer=torch.optim.SGD(a.parameters(),
+                                                                            lr=0.05),
+                     progress=False)
+    b = _model(0)
+    loss = tc.train_one_epoch(b, loader, torch.optim.SGD(b.parameters(), lr=0.05))
+    row = history["epochs"][0]
+    assert set(row) == {"epoch", "loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    assert row["loss"] == pytest.approx(loss, rel=1e-6)
+    assert (row["val_loss"], row["val_acc"]) == pytest.approx(tc.evaluate(b, loader), rel=1e-6)
+    assert history["val_accuracy"] == row["val_acc"] and "test_accuracy" not in history
+    # the epoch loss is the size-weighted mean of the step losses (batches of 64 and 36)
+    s1, s2 = history["step_loss"]
+    assert row["loss"] == pytest.approx((64 * s1 + 36 * s2) / 100, rel=1e-6)
+
+
+def test_fit_records_the_learning_rate_at_the_start_of_each_epoch():
+    _, _, loader = _short_last_batch()
+    model = _model(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step)
+    history = tc.fit(model, loader, loader, epochs=3, optimizer=opt, scheduler=sched,
+                     progress=False)
+    assert [r["lr"] for r in history["epochs"]] == pytest.approx([0.01, 0.01 / 4, 0.01 / 16])
+
+
+def test_fit_shows_a_progress_bar(capsys):
+    _, _, loader = _short_last_batch()
+    tc.fit(_model(0), loader, loader, epochs=1, progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "2/2" in err
 
 
 def test_fit_is_deterministic(mnist):
@@ -223,7 +392,7 @@ def test_fit_is_deterministic(mnist):
         train, test = _loaders(mnist, 640, n_test=500, seed=7)
         runs.append(tc.fit(model, train, test, epochs=1, progress=False))
     assert runs[0]["step_loss"] == runs[1]["step_loss"]
-    assert runs[0]["test_accuracy"] == runs[1]["test_accuracy"]
+    assert runs[0]["val_accuracy"] == runs[1]["val_accuracy"]
 
 
 def test_fit_steps_the_scheduler_after_every_step(mnist):
@@ -239,6 +408,9 @@ def test_fit_rejects_bad_arguments(mnist):
     train, test = _loaders(mnist, 64, n_test=64)
     with pytest.raises(CourseError, match="epochs must be at least 1"):
         tc.fit(tc.CourseCNN(), train, test, epochs=0)
+    for bad in ("train", "", "val acc", None):
+        with pytest.raises(CourseError, match="eval_name must be"):
+            tc.fit(tc.CourseCNN(), train, test, epochs=1, eval_name=bad)
     empty = DataLoader(TensorDataset(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.int64)))
     with pytest.raises(CourseError, match="empty"):
         tc.fit(tc.CourseCNN(), empty, test, epochs=1, progress=False)

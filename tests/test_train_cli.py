@@ -32,6 +32,10 @@ def test_run_torch_returns_history_and_contract_keys(torch_run):
     assert r["impl"] == "torch" and r["epochs"] == 1 and r["params"] == 93_322
     assert r["device"] == "cpu"
     assert len(r["history"]["epochs"]) == 1 and len(r["step_loss"]) == 16  # ceil(1000 / 64)
+    # scored on the test set, so the keys say "test" (not "val")
+    row = r["history"]["epochs"][0]
+    assert set(row) == {"epoch", "loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
+    assert r["test_accuracy"] == row["test_acc"] and row["lr"] == 1e-3
     assert 0.4 < r["test_accuracy"] <= 1.0  # 16 steps: far above chance (0.1)
 
 
@@ -111,6 +115,9 @@ def test_format_epoch():
     assert training.format_epoch(row, 3) == (
         "epoch 2/3  loss 0.1235  train acc 0.9600  test acc 0.9812  12.3 s")
     assert training.format_epoch(row, 10).startswith("epoch  2/10  ")
+    val_row = {"epoch": 1, "loss": 0.5, "train_acc": 0.9, "val_loss": 0.4, "val_acc": 0.95,
+               "lr": 1e-3, "seconds": 1.0}
+    assert "train acc 0.9000  val acc 0.9500  1.0 s" in training.format_epoch(val_row, 1)
 
 
 def test_demo_on_a_tiny_subset(tmp_path, capsys, mnist_raw):
