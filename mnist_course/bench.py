@@ -1,10 +1,17 @@
-"""``mnist-course bench``: milliseconds per training step, NumPy reference against PyTorch.
+"""``mnist-course bench``: milliseconds per training step of the course CNN, three ways.
 
-One training step is forward, backward and an Adam update of the course CNN on one batch. Both
-implementations get the same batch (random normalised-looking images: speed does not depend on
-the pixel values), the same weights and the same number of threads (torch is set to use as many
-threads as NumPy's BLAS). After a warm-up, the two are timed in turn, step by step, so that a
-busy machine slows both alike; the report gives the median of each and their ratio.
+One training step is forward, backward and an Adam update of the course CNN on one batch, with
+
+- composed: ``numpy_cnn.cnn_loss_and_grads``, the public layers one after the other (what a
+  learner writes in lesson 03);
+- fused: ``numpy_cnn.fused_loss_and_grads``, the same numbers computed channels-last with
+  pooling fused into the convolution (what ``fit`` and ``mnist-course train numpy`` use);
+- torch: ``torch_cnn.CourseCNN`` with ``torch.optim.Adam``.
+
+All three get the same batch (random normalised-looking images: speed does not depend on the
+pixel values), the same weights and the same number of threads (torch is set to use as many
+threads as NumPy's BLAS). Each is timed in its own block after a warm-up; the report gives the
+median of each and their ratios.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ def blas_threads() -> int:
 
 
 def step_flops(batch_size: int = 64) -> int:
-    """Floating-point operations in the matrix products of one NumPy training step.
+    """Floating-point operations in the matrix products of one (fused) NumPy training step.
 
     A product of (M, K) by (K, F) costs 2*M*K*F. Each conv/linear layer does one product forward
     and two backward (weights and input), except conv1, whose input gradient is never needed.
@@ -76,22 +83,24 @@ def _torch_model():
 
 
 def run(batch_size: int = 64, steps: int = 20) -> dict:
-    """Time one training step of the course CNN in NumPy and in torch.
+    """Time one training step of the course CNN: composed NumPy, fused NumPy and torch.
 
-    Returns a dict: numpy_ms and torch_ms (medians over ``steps``), ratio (numpy / torch),
-    numpy_gflops (matmul GFLOP/s of the NumPy step), threads, batch_size, steps,
-    numpy_epoch_s and torch_epoch_s (estimated seconds for 60,000 images), peak_rss_mb
-    (the peak memory of this process so far, torch included).
+    Returns a dict: numpy_ms (the fused NumPy step, what training uses), composed_ms and
+    torch_ms (medians over ``steps``), ratio (numpy / torch), composed_vs_fused (composed_ms /
+    numpy_ms), numpy_gflops (matmul GFLOP/s of the fused step), threads, batch_size, steps,
+    numpy_epoch_s, composed_epoch_s and torch_epoch_s (estimated seconds for 60,000 images),
+    peak_rss_mb (the peak memory of this process so far, torch included).
     """
-    if batch_size < 1 or steps < 1:
-        raise ValueError(f"batch_size and steps must be >= 1, got {batch_size} and {steps}")
+    for name, value in (("batch_size", batch_size), ("steps", steps)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
     import torch
     import torch.nn.functional as F
 
     from mnist_course import _nhwc, numpy_cnn
     from mnist_course.torch_cnn import load_numpy_params
 
-    _nhwc.keep_freed_memory()  # as numpy_cnn.fit does
+    _nhwc.keep_freed_memory()  # as numpy_cnn.fit does; it applies to both NumPy paths alike
     threads = blas_threads()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -99,16 +108,20 @@ def run(batch_size: int = 64, steps: int = 20) -> dict:
         rng = np.random.default_rng(0)
         x = rng.standard_normal((batch_size, 1, 28, 28)).astype(np.float32)
         y = rng.integers(0, 10, batch_size)
-        params = numpy_cnn.init_cnn(0)
-        adam = numpy_cnn.Adam(1e-3)
+        composed_params, fused_params = numpy_cnn.init_cnn(0), numpy_cnn.init_cnn(0)
+        composed_adam, fused_adam = numpy_cnn.Adam(1e-3), numpy_cnn.Adam(1e-3)
         model = _torch_model()
-        load_numpy_params(model, params)
+        load_numpy_params(model, numpy_cnn.init_cnn(0))
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 
-        def numpy_step():
-            _, grads = numpy_cnn.cnn_loss_and_grads(params, x, y)
-            adam.step(params, grads)
+        def composed_step():
+            _, grads = numpy_cnn.cnn_loss_and_grads(composed_params, x, y)
+            composed_adam.step(composed_params, grads)
+
+        def fused_step():
+            _, grads = numpy_cnn.fused_loss_and_grads(fused_params, x, y)
+            fused_adam.step(fused_params, grads)
 
         def torch_step():
             opt.zero_grad(set_to_none=True)
@@ -128,22 +141,27 @@ def run(batch_size: int = 64, steps: int = 20) -> dict:
                 step()
             return [timed(step) for _ in range(steps)]
 
-        numpy_times = block(numpy_step)
+        composed_times = block(composed_step)
+        fused_times = block(fused_step)
         torch_times = block(torch_step)
     finally:
         torch.set_num_threads(old_threads)
-    numpy_ms = statistics.median(numpy_times)
+    composed_ms = statistics.median(composed_times)
+    numpy_ms = statistics.median(fused_times)
     torch_ms = statistics.median(torch_times)
     epoch_steps = math.ceil(60000 / batch_size)
     return {
         "numpy_ms": numpy_ms,
+        "composed_ms": composed_ms,
         "torch_ms": torch_ms,
         "ratio": numpy_ms / torch_ms,
+        "composed_vs_fused": composed_ms / numpy_ms,
         "numpy_gflops": step_flops(batch_size) / (numpy_ms / 1000) / 1e9,
         "threads": threads,
         "batch_size": batch_size,
         "steps": steps,
         "numpy_epoch_s": numpy_ms * epoch_steps / 1000,
+        "composed_epoch_s": composed_ms * epoch_steps / 1000,
         "torch_epoch_s": torch_ms * epoch_steps / 1000,
         "peak_rss_mb": _peak_rss_mb(),
     }
@@ -154,9 +172,12 @@ def format_result(d: dict) -> str:
     return "\n".join([
         (f"one training step (forward, backward, Adam) of the course CNN, "
          f"batch {d['batch_size']}, {d['threads']} thread(s), median of {d['steps']} steps"),
-        (f"  numpy  {d['numpy_ms']:8.2f} ms/step  (~{d['numpy_epoch_s']:.1f} s per 60k epoch, "
-         f"{d['numpy_gflops']:.0f} GFLOP/s in matmuls)"),
-        f"  torch  {d['torch_ms']:8.2f} ms/step  (~{d['torch_epoch_s']:.1f} s per 60k epoch)",
-        f"  ratio numpy/torch: {d['ratio']:.2f}",
+        (f"  numpy composed  {d['composed_ms']:8.2f} ms/step  "
+         f"(~{d['composed_epoch_s']:.1f} s per 60k epoch; the public layers one by one)"),
+        (f"  numpy fused     {d['numpy_ms']:8.2f} ms/step  (~{d['numpy_epoch_s']:.1f} s per 60k "
+         f"epoch, {d['numpy_gflops']:.0f} GFLOP/s in matmuls; what training uses)"),
+        f"  torch           {d['torch_ms']:8.2f} ms/step  (~{d['torch_epoch_s']:.1f} s per 60k epoch)",
+        (f"  ratios: composed/fused {d['composed_vs_fused']:.2f}, "
+         f"fused/torch {d['ratio']:.2f}"),
         f"  peak memory of this process: {d['peak_rss_mb']:.0f} MB",
     ])

@@ -61,6 +61,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    for option, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value < 1:
+            print(f"mnist-course bench: error: {option} must be at least 1, got {value}",
+                  file=sys.stderr)
+            return 2
     from mnist_course import bench
 
     result = bench.run(batch_size=args.batch_size, steps=args.steps)
@@ -104,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="torch only: auto picks CUDA when available")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="torch only: auto picks CUDA, then Apple MPS, when available")
     t.add_argument("--schedule", default="cosine", choices=["cosine", "constant"],
                    help="learning rate: cosine decay from --lr to 0 over the run (default), "
                         "or constant")
@@ -120,10 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="train NumPy then PyTorch and compare them")
     m.add_argument("--results", default="results", help="folder for learning_curves.png")
     m.add_argument("--epochs", type=int, default=3)
-    m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     m.set_defaults(func=_cmd_demo)
 
-    b = sub.add_parser("bench", help="milliseconds per training step, NumPy against PyTorch")
+    b = sub.add_parser("bench", help="milliseconds per training step: NumPy composed and fused, "
+                                     "PyTorch")
     b.add_argument("--json", action="store_true")
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--steps", type=int, default=20)

@@ -349,6 +349,111 @@ def test_predict_batches_agree_with_forward():
     assert np.array_equal(pred, nc.cnn_forward(params, x)[0].argmax(axis=1))
 
 
+def _random_cnn64(seed):
+    """float64 parameters with non-zero biases (so that bias gradients are not trivial)."""
+    rng = np.random.default_rng(seed)
+    params = {k: v.astype(np.float64) for k, v in nc.init_cnn(seed, scheme="he").items()}
+    for k, value in params.items():
+        if k.endswith("_b"):
+            params[k] = 0.1 * rng.standard_normal(value.shape)
+    return params
+
+
+def _tie_images(rng, n):
+    """Images with large constant areas: after ReLU many pooling windows hold tied maxima (equal
+    positive values, or all zeros), so the first-maximum rule decides where gradients go."""
+    x = rng.standard_normal((n, 1, 28, 28))
+    x[:, :, 4:20, 2:16] = 1.5        # a bright block: equal conv outputs inside it
+    x[:, :, 18:28, 10:28] = -2.0     # a dark block: negative conv outputs, ReLU zeros
+    x[0] = 0.0                        # an all-black image: every map is constant
+    return x
+
+
+@pytest.mark.parametrize("seed, ties", [(0, False), (1, False), (2, True), (3, True)])
+def test_composed_and_fused_paths_agree_in_float64(seed, ties):
+    rng = np.random.default_rng(100 + seed)
+    params = _random_cnn64(seed)
+    x = _tie_images(rng, 5) if ties else rng.standard_normal((5, 1, 28, 28))
+    y = rng.integers(0, 10, 5)
+    logits, cache = nc.cnn_forward(params, x)
+    assert isinstance(cache, dict) and {"conv1", "pool1", "relu3", "fc2"} <= set(cache)
+    assert rel_error(nc.fused_forward(params, x), logits) < 1e-12
+    loss, grads = nc.cnn_loss_and_grads(params, x, y)
+    fused_loss, fused_grads = nc.fused_loss_and_grads(params, x, y)
+    assert abs(loss - fused_loss) <= 1e-12 * abs(loss)
+    assert list(grads) == list(fused_grads) == list(nc.PARAM_NAMES)
+    for k in nc.PARAM_NAMES:
+        assert grads[k].shape == fused_grads[k].shape == nc.PARAM_SHAPES[k]
+        assert grads[k].dtype == fused_grads[k].dtype == np.float64
+        assert rel_error(grads[k], fused_grads[k]) < 1e-10, k
+    if ties:  # the batch really has tied windows, and the gradient is not all zeros there
+        pooled = cache["pool1"].windows
+        assert (pooled[0] == pooled[1]).mean() > 0.05
+        assert np.abs(grads["conv1_w"]).max() > 0
+
+
+def test_cnn_backward_is_the_second_half_of_cnn_loss_and_grads():
+    params = _random_cnn64(4)
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((3, 1, 28, 28)), np.array([0, 4, 9])
+    logits, cache = nc.cnn_forward(params, x)
+    loss, dlogits = nc.softmax_cross_entropy(logits, y)
+    grads = nc.cnn_backward(dlogits, cache)
+    ref_loss, ref = nc.cnn_loss_and_grads(params, x, y)
+    assert loss == ref_loss
+    assert all(np.array_equal(grads[k], ref[k]) for k in nc.PARAM_NAMES)
+
+
+def test_fused_paths_keep_float32_and_check_their_inputs():
+    params = nc.init_cnn(0)
+    x = randn(3, 1, 28, 28).astype(np.float32)
+    assert nc.fused_forward(params, x).dtype == np.float32
+    _, grads = nc.fused_loss_and_grads(params, x, np.array([1, 2, 3]))
+    assert all(g.dtype == np.float32 for g in grads.values())
+    for fn in (nc.fused_forward, lambda p, x: nc.fused_loss_and_grads(p, x, np.zeros(2, int))):
+        with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\), got \(2, 28, 28\)"):
+            fn(params, np.zeros((2, 28, 28), np.float32))
+        with pytest.raises(ValueError, match="normalize"):
+            fn(params, np.zeros((2, 1, 28, 28), np.uint8))
+        with pytest.raises(ValueError, match=r"\(576, 64\)"):
+            fn(dict(params, fc1_w=params["fc1_w"].T), np.zeros((2, 1, 28, 28), np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        nc.fused_loss_and_grads(params, np.zeros((2, 1, 28, 28), np.float32), np.array([0, 10]))
+
+
+@pytest.mark.parametrize("xshape, wshape", [((2, 1, 9, 9), (3, 1, 3, 3)),   # channels-first
+                                            ((2, 8, 5, 5), (4, 8, 3, 3))])  # channels-last
+def test_conv2d_both_im2col_layouts_match_torch(xshape, wshape):
+    # conv2d_forward picks an im2col layout from the shapes; both must give torch's numbers
+    x, w, b = randn(*xshape), randn(*wshape), randn(wshape[0])
+    for stride, pad in ((1, 0), (2, 1)):
+        out, cache = nc.conv2d_forward(x, w, b, stride=stride, pad=pad)
+        xt, wt, bt = t(x, True), t(w, True), t(b, True)
+        ref = F.conv2d(xt, wt, bt, stride=stride, padding=pad)
+        assert rel_error(out, ref.detach().numpy()) < 1e-10
+        dout = randn(*out.shape)
+        ref.backward(t(dout))
+        dx, dw, db = nc.conv2d_backward(dout, cache)
+        for mine, theirs in ((dx, xt), (dw, wt), (db, bt)):
+            assert rel_error(mine, theirs.grad.numpy()) < 1e-10
+        assert out.flags.c_contiguous and dx.flags.c_contiguous
+
+
+def test_layers_do_not_change_their_inputs():
+    x, w, b = randn(2, 3, 8, 8), randn(4, 3, 3, 3), randn(4)
+    copies = [a.copy() for a in (x, w, b)]
+    out, cache = nc.conv2d_forward(x, w, b, pad=1)
+    dout = randn(*out.shape)
+    dout_copy = dout.copy()
+    nc.conv2d_backward(dout, cache)
+    _, pcache = nc.maxpool2d_forward(x)
+    dp = randn(2, 3, 4, 4)
+    dp_copy = dp.copy()
+    nc.maxpool2d_backward(dp, pcache)
+    assert all(np.array_equal(a, c) for a, c in zip((x, w, b), copies))
+    assert np.array_equal(dout, dout_copy) and np.array_equal(dp, dp_copy)
+
+
 def test_summary_prints_table_and_returns_count(capsys):
     assert nc.summary(nc.init_cnn(0)) == 93_322
     out = capsys.readouterr().out

@@ -62,7 +62,8 @@ def test_pyproject_declares_what_the_course_needs():
     assert DEV <= dev, f"the dev extra lacks {sorted(DEV - dev)}"
     assert dev & {"jupyterlab", "notebook"}, "the dev extra needs jupyterlab or notebook"
     assert project["name"] == "mnist-course"
-    assert "mnist_course" in pyproject()["tool"]["setuptools"]["packages"]
+    # the package and its subpackages (mnist_course.checks) are found by setuptools
+    assert pyproject()["tool"]["setuptools"]["packages"]["find"]["include"] == ["mnist_course*"]
 
 
 def test_environment_yml_agrees_with_pyproject():
