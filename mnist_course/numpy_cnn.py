@@ -380,9 +380,8 @@ def init_cnn(seed: int = 0, scheme: str = "glorot") -> dict:
         "he": weights ~ N(0, 2 / fan_in) (He et al., 2015), which keeps the variance of the
             activations steady through ReLU layers.
     fan_in is C*KH*KW for a convolution and D_in for a dense layer; fan_out is F*KH*KW and
-    D_out. Biases start at 0. (Measured with the defaults of :func:`fit`: "glorot" reaches
-    0.991 test accuracy after 3 epochs, "he" 0.985: its larger first-layer weights train less
-    well in so few epochs.)
+    D_out. Biases start at 0. Lesson 03 compares the two schemes over 3 seeds on validation
+    data and finds no difference larger than the spread between seeds for this network.
 
     Returns a dict with keys conv1_w (32,1,3,3) conv1_b (32,) conv2_w (64,32,3,3) conv2_b (64,)
     conv3_w (64,64,3,3) conv3_b (64,) fc1_w (576,64) fc1_b (64,) fc2_w (64,10) fc2_b (10,).
