@@ -11,7 +11,17 @@ Submodules (import the one you need; nothing heavy is imported here):
 - ``mnist_course.cli``        the ``mnist-course`` command
 """
 
+import sys
+
 __version__ = "0.1.0"
+
+
+def live_progress() -> bool:
+    """True where a progress bar can redraw itself: a terminal, or a Jupyter kernel (whose
+    outputs the course trims to the bar's final line). In a log file a bar would pile up
+    thousands of carriage returns on one line, so the course's bars switch off there and only
+    the summary lines remain."""
+    return "ipykernel" in sys.modules or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
 
 
 class CourseError(Exception):

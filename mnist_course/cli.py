@@ -3,7 +3,8 @@
 Each sub-command is a thin wrapper: the work lives in the module named in its help text, and
 heavy modules (torch, nbclient) are imported only when their sub-command runs.
 Errors derived from :class:`mnist_course.CourseError` are printed as one clear message with
-exit code 1, never as a traceback.
+exit code 1 (or the error's own ``exit_code``: 2 when ``check`` is given a file it cannot
+grade), never as a traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mnist_course import CourseError, __version__
 def _cmd_data(args: argparse.Namespace) -> int:
     from mnist_course import data
 
-    raw = data.fetch_mnist(args.root)
+    raw = data.fetch_mnist(args.root, rehash=True)
     (x_train, _), (x_test, _) = data.load_mnist(args.root, download=False)
     print(f"MNIST is ready in {raw}")
     for name in data.FILES:
@@ -86,7 +87,11 @@ def _cmd_lessons(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from mnist_course import notebooks
 
-    return notebooks.check_command(args.notebook)
+    if args.timeout < 1:
+        print(f"mnist-course check: error: --timeout must be at least 1, got {args.timeout}",
+              file=sys.stderr)
+        return 2
+    return notebooks.check_command(args.notebook, timeout=args.timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,8 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--lessons", default="lessons", help=argparse.SUPPRESS)
     le.set_defaults(func=_cmd_lessons)
 
-    c = sub.add_parser("check", help="grade a lesson notebook with nbval")
+    c = sub.add_parser("check", help="grade a lesson notebook: one line per exercise and a "
+                                     "score (exit 0 only when all pass)")
     c.add_argument("notebook")
+    c.add_argument("--timeout", type=int, default=3600, metavar="SECONDS",
+                   help="how long one cell may run before it is interrupted (default 3600)")
     c.set_defaults(func=_cmd_check)
     return p
 
@@ -154,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CourseError as exc:
         print(f"mnist-course: error: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         print("mnist-course: interrupted", file=sys.stderr)
         return 130

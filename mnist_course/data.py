@@ -13,7 +13,22 @@ the very files this module wrote.
   its canonical name only once it is complete and verified, so an interrupted download never
   leaves a half-written file behind, and two processes fetching at once both end with intact
   files.
-- Files already in the cache are checked cheaply (by their size) and left untouched.
+- A file in the cache is checked before it is used: it must have the right size, and the right
+  SHA-256 unless it provably has not changed since it was last verified. Each verification
+  (a download, or hashing a cached file) is recorded in a stamp file in the same folder,
+  ``.mnist_course-verified.json`` (written atomically): the file's size, ``mtime_ns``,
+  ``ctime_ns`` and digest. Later calls only ``stat`` the files; a file whose size or timestamps
+  differ from its entry, or that is not older than the stamp file (an edit within the same
+  clock tick), is hashed again. Any edit moves ``ctime`` (``os.utime`` can put ``mtime`` back,
+  not ``ctime``), so a damaged file is caught without reading 55 MB on every load. Only
+  someone who edits a file and forges its stamp evades this quick check; ``mnist-course data``
+  (``fetch_mnist(rehash=True)``) hashes every file regardless. A stamp that is missing (a cache
+  from an older version), damaged, or that cannot be written (a read-only cache) only costs a
+  re-hash.
+- A cached file that fails its check is never served. :func:`fetch_mnist` (and so
+  :func:`load_mnist`) says so on stderr and downloads it again; when no mirror can provide it,
+  or with ``load_mnist(download=False)``, it raises :class:`DataError` naming the file and
+  what to do. The bad file is left where it is, unused.
 
 Every problem a person can fix is raised as :class:`DataError`, with a message that says what to do.
 """
@@ -23,8 +38,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import json
 import os
 import re
+import stat
 import sys
 import tempfile
 import time
@@ -36,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_course import CourseError, __version__
+from mnist_course import CourseError, __version__, live_progress
 
 __all__ = [
     "FILES",
@@ -44,6 +61,7 @@ __all__ = [
     "PUBLIC_MIRRORS",
     "SHA256",
     "SIZES",
+    "STAMP_NAME",
     "STD",
     "DataError",
     "data_root",
@@ -73,7 +91,7 @@ SHA256 = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 
-#: Size in bytes of each decompressed file: the cheap check of a cached copy.
+#: Size in bytes of each decompressed file: the first, cheapest check of a cached copy.
 SIZES = {
     "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
     "train-labels-idx1-ubyte": 8 + 60_000,
@@ -93,6 +111,9 @@ STD = 0.3081
 
 #: Seconds to wait for a mirror to answer.
 TIMEOUT = 30
+
+#: The stamp file in the raw folder: what each verified file looked like when it was verified.
+STAMP_NAME = ".mnist_course-verified.json"
 
 _CHUNK = 1 << 16
 
@@ -247,20 +268,134 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
+# Verifying the cache: sizes, digests, and stamps that spare the digests
+# --------------------------------------------------------------------------------------------
+
+_MISSING = "is missing"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _Stamps:
+    """The stamp file of one raw folder: ``{name: {size, mtime_ns, ctime_ns, sha256}}``.
+
+    An entry vouches for a file only while the file's size and both timestamps are the ones
+    recorded, the recorded digest is the one expected, and the file is older than the stamp file
+    itself (an edit in the same clock tick as the stamp would otherwise go unseen: the "racy"
+    case, which is hashed again). Reading and writing are best effort: a missing, damaged or
+    unwritable stamp file only means that files are hashed again.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.entries: dict[str, dict] = {}
+        self.written_ns: int | None = None
+        try:
+            with open(folder / STAMP_NAME, "rb") as f:
+                self.written_ns = os.fstat(f.fileno()).st_mtime_ns
+                content = json.loads(f.read())
+            files = content.get("files") if isinstance(content, dict) else None
+            if isinstance(files, dict):
+                self.entries = {k: v for k, v in files.items() if isinstance(v, dict)}
+        except (OSError, ValueError):
+            self.written_ns = None
+        self.changed = False
+
+    @staticmethod
+    def entry(st: os.stat_result, digest: str) -> dict:
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+                "sha256": digest}
+
+    def vouches_for(self, name: str, st: os.stat_result) -> bool:
+        return (self.written_ns is not None
+                and self.entries.get(name) == self.entry(st, SHA256[name])
+                and max(st.st_mtime_ns, st.st_ctime_ns) < self.written_ns)
+
+    def record(self, name: str, st: os.stat_result) -> None:
+        """Remember that the file ``st`` describes was verified (rewritten unless it vouches
+        already, so that a racy entry becomes a trusted one once the clock has moved on)."""
+        if not self.vouches_for(name, st):
+            self.entries[name] = self.entry(st, SHA256[name])
+            self.changed = True
+
+    def forget(self, name: str) -> None:
+        if self.entries.pop(name, None) is not None:
+            self.changed = True
+
+    def save(self) -> None:
+        """Write the stamp file atomically if an entry changed; give up quietly on any error."""
+        if not self.changed:
+            return
+        text = json.dumps({"files": dict(sorted(self.entries.items()))}, indent=1) + "\n"
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f"{STAMP_NAME}.", suffix=".part")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.folder / STAMP_NAME)
+            tmp = None
+            self.changed = False
+        except OSError:
+            pass
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+
+def _check_cached(folder: Path, stamps: _Stamps, rehash: bool = False) -> dict[str, str | None]:
+    """Verify each cached file: None when it is good, else why not (:data:`_MISSING`, or a
+    reason that completes "<name> in <folder> ..."). Good digests are recorded in ``stamps``,
+    which the caller saves."""
+    problems: dict[str, str | None] = {}
+    for name in FILES:
+        path = folder / name
+        try:
+            st = path.stat()
+        except OSError:
+            problems[name] = _MISSING
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            problems[name] = "is not a regular file"
+            continue
+        want = SIZES.get(name)
+        if want is not None and st.st_size != want:
+            problems[name] = (f"has {st.st_size:,} bytes instead of {want:,} (it is truncated "
+                              "or damaged)")
+            stamps.forget(name)
+            continue
+        if not rehash and stamps.vouches_for(name, st):
+            problems[name] = None
+            continue
+        try:
+            digest = _sha256_file(path)
+        except OSError as exc:
+            problems[name] = f"cannot be read ({exc.strerror or exc})"
+            continue
+        if digest != SHA256[name]:
+            problems[name] = "does not match its SHA-256 checksum (it was changed or damaged)"
+            stamps.forget(name)
+        else:
+            problems[name] = None
+            stamps.record(name, st)  # the stat from before hashing: a later edit is seen
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
 # Downloading
 # --------------------------------------------------------------------------------------------
 
 class _MirrorError(Exception):
     """One mirror failed for one file; the reason is kept and the next mirror is tried."""
-
-
-def _is_cached(path: Path, name: str) -> bool:
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return False
-    want = SIZES.get(name)
-    return path.is_file() and (want is None or size == want)
 
 
 def _reason(exc: BaseException) -> str:
@@ -293,7 +428,7 @@ def _download(url: str, name: str, progress: bool) -> bytes:
             chunks = []
             with tqdm(total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
                       leave=True, ncols=80, mininterval=0.5, file=sys.stderr,
-                      disable=not progress) as bar:
+                      disable=not (progress and live_progress())) as bar:
                 while True:
                     chunk = resp.read(_CHUNK)
                     if not chunk:
@@ -384,7 +519,10 @@ def _not_writable(folder: Path, exc: OSError, name: str | None = None) -> DataEr
     )
 
 
-def _fetch_one(folder: Path, name: str, bases: list[str], progress: bool) -> None:
+def _fetch_one(folder: Path, name: str, bases: list[str], progress: bool,
+               damaged: str | None = None) -> None:
+    """Download, verify and write one file; DataError if no mirror gives a good copy.
+    ``damaged`` says what is wrong with the copy in the cache, when there is one."""
     failures = []
     for base in bases:
         url = base.rstrip("/") + "/" + name + ".gz"
@@ -397,7 +535,11 @@ def _fetch_one(folder: Path, name: str, bases: list[str], progress: bool) -> Non
         _write_atomic(folder, name, raw)
         return
     lines = "\n".join(f"  - {url}: {why}" for url, why in failures)
-    raise DataError(f"could not get {name} from any mirror:\n{lines}\n{_LOCAL_MIRROR_HELP}")
+    if damaged is None:
+        raise DataError(f"could not get {name} from any mirror:\n{lines}\n{_LOCAL_MIRROR_HELP}")
+    raise DataError(f"{damaged}, so it is not used, and no mirror could replace it:\n{lines}\n"
+                    f"{_LOCAL_MIRROR_HELP}\nThen run `mnist-course data` again: it downloads a "
+                    "good copy over the damaged one.")
 
 
 def _remove_stale_parts(folder: Path, max_age: float = 3600.0) -> None:
@@ -415,32 +557,56 @@ def _remove_stale_parts(folder: Path, max_age: float = 3600.0) -> None:
 
 
 def is_cached(root: str | os.PathLike | None = None) -> bool:
-    """True when the four files are in ``<root>/MNIST/raw`` with the right sizes (no download)."""
-    folder = raw_dir(root)
-    return all(_is_cached(folder / name, name) for name in FILES)
+    """True when the four files are in ``<root>/MNIST/raw`` and verified (nothing is downloaded).
 
-
-def fetch_mnist(root: str | os.PathLike | None = None, *, progress: bool = True) -> Path:
-    """Make sure the four MNIST files are in ``<root>/MNIST/raw`` and return that folder.
-
-    Missing files are downloaded from the mirrors (see :func:`mirrors`), with a progress bar on
-    stderr, verified by SHA-256 and renamed into place atomically. Files already there with the
-    right size are left untouched, and then nothing is printed or written.
+    Each file must have the right size and, unless the stamp file shows it unchanged since it
+    was last verified, the right SHA-256 (see the module docstring). A file that had to be
+    hashed and passed is recorded in the stamp, so the next call is cheap.
     """
     folder = raw_dir(root)
-    missing = [name for name in FILES if not _is_cached(folder / name, name)]
-    if not missing:
+    stamps = _Stamps(folder)
+    problems = _check_cached(folder, stamps)
+    stamps.save()
+    return not any(problems.values())
+
+
+def fetch_mnist(root: str | os.PathLike | None = None, *, progress: bool = True,
+                rehash: bool = False) -> Path:
+    """Make sure the four verified MNIST files are in ``<root>/MNIST/raw`` and return that folder.
+
+    Files already there are checked as :func:`is_cached` checks them (``rehash=True`` hashes
+    every file even when its stamp vouches for it). Missing files are downloaded from the
+    mirrors (see :func:`mirrors`), with a progress bar on stderr, verified by SHA-256 and renamed
+    into place atomically. A cached file that fails its check is reported on stderr and
+    downloaded again; if no mirror can replace it, :class:`DataError` names it and says what to
+    do, and it is left unused. When every file is good nothing is printed or downloaded (at
+    most the stamp file is updated).
+    """
+    folder = raw_dir(root)
+    stamps = _Stamps(folder)
+    problems = _check_cached(folder, stamps, rehash=rehash)
+    todo = [name for name in FILES if problems[name]]
+    if not todo:
+        stamps.save()
         return folder
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _not_writable(folder, exc) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise _not_writable(folder, PermissionError(13, "permission denied"))
-    _remove_stale_parts(folder)
-    bases = mirrors()
-    for name in missing:
-        _fetch_one(folder, name, bases, progress)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _not_writable(folder, exc) from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise _not_writable(folder, PermissionError(13, "permission denied"))
+        _remove_stale_parts(folder)
+        bases = mirrors()
+        for name in todo:
+            damaged = None
+            if problems[name] != _MISSING:
+                damaged = f"{name} in {_where(folder)} {problems[name]}"
+                print(f"{damaged}: downloading it again", file=sys.stderr, flush=True)
+            _fetch_one(folder, name, bases, progress, damaged)
+            stamps.record(name, (folder / name).stat())
+    finally:
+        stamps.save()
     return folder
 
 
@@ -467,8 +633,9 @@ def load_mnist(root: str | os.PathLike | None = None, download: bool = True):
     """Load MNIST as ``(x_train, y_train), (x_test, y_test)``.
 
     Images are uint8 arrays of shape (N, 28, 28), labels int64 arrays of shape (N,):
-    60,000 training and 10,000 test examples. With ``download=False`` the files must already be
-    in the cache.
+    60,000 training and 10,000 test examples. The cached files are verified first (see
+    :func:`fetch_mnist`); a damaged one is downloaded again, or, with ``download=False``, refused
+    with a :class:`DataError`: the files must then already be in the cache, and intact.
     """
     if download:
         folder = fetch_mnist(root)
@@ -479,6 +646,19 @@ def load_mnist(root: str | os.PathLike | None = None, download: bool = True):
             raise DataError(f"MNIST is not in {_where(folder)} (missing: "
                             f"{', '.join(absent)}). Run `mnist-course data`, or call "
                             "load_mnist(download=True).")
+        stamps = _Stamps(folder)
+        problems = _check_cached(folder, stamps)
+        stamps.save()
+        bad = {name: why for name, why in problems.items() if why}
+        if bad:
+            if len(bad) == 1:
+                [(name, why)] = bad.items()
+                what = f"{name} in {_where(folder)} {why}, so it is not used. "
+            else:
+                lines = "\n".join(f"  - {name} {why}" for name, why in bad.items())
+                what = f"these files in {_where(folder)} are not used:\n{lines}\n"
+            raise DataError(f"{what}Run `mnist-course data`, or call "
+                            "load_mnist(download=True), to download a good copy.")
     train = _load_pair(folder, FILES[0], FILES[1])
     test = _load_pair(folder, FILES[2], FILES[3])
     return train, test

@@ -14,8 +14,10 @@ Three jobs, one idea each:
   In a markdown cell the region becomes ``YOUR ANSWER HERE``. Outputs and execution counts are
   cleared and the metadata normalised, so the same solution always gives the same bytes
   (``mnist-course lessons``; ``--check`` only compares).
-- **Grading.** ``mnist-course check NOTEBOOK`` runs nbval on one notebook in a pytest subprocess
-  and prints a short verdict: every cell ran, or which cell failed, its error and a hint.
+- **Grading.** ``mnist-course check NOTEBOOK`` runs a learner's notebook in a fresh kernel, past
+  any failing cell, and prints one line per exercise (a solution cell and the cell that checks
+  it: see :func:`find_exercises`), ✓ or ✗ with the first line of the error, then
+  ``score: K/N exercises pass``. A file that is not a notebook of this course exits with 2.
 - **Executing solutions for the web.** ``python -m mnist_course.notebooks execute PATH...`` runs
   each notebook in place with nbclient, then cleans the outputs so they read well on GitHub:
   a progress bar keeps only its final state, consecutive stream outputs are merged, volatile
@@ -26,18 +28,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import nbformat
 
-from mnist_course import CourseError
+from mnist_course import CourseError, live_progress
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -147,6 +147,9 @@ def _normalise_metadata(nb: nbformat.NotebookNode, name: str) -> None:
         seen.add(cell["id"])
         cell.metadata = nbformat.from_dict(
             {k: v for k, v in cell.metadata.items() if k in KEEP_CELL_METADATA and v})
+    from mnist_course import grading  # here: grading imports this module
+
+    grading.annotate(nb, name)  # nbgrader metadata, computed from the sources
 
 
 def make_lesson(solution: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
@@ -272,23 +275,36 @@ def kernel_env() -> dict[str, str]:
     return env
 
 
-def run_cells(nb: nbformat.NotebookNode, cwd: Path, *, timeout: int = EXECUTE_TIMEOUT,
-              stop_at: int | None = None, progress: str | None = None):
-    """Execute the cells of ``nb`` in order, in place, in a fresh python3 kernel run in ``cwd``.
+_DEAD_KERNEL = "the kernel died in this cell (out of memory, or a crash in compiled code)"
 
-    Stops at the first cell that raises (cells tagged ``raises-exception`` may raise) and
-    returns ``(index, ename, evalue)`` for it; returns None when every cell ran. ``stop_at``
-    ends the run before that cell index. ``progress`` is a tqdm label (None: no bar).
+
+def _execute(nb: nbformat.NotebookNode, cwd: Path, *, timeout: int, stop_at: int | None = None,
+             progress: str | None = None, keep_going: bool = False):
+    """Run the cells of ``nb`` in order, in place, in a fresh python3 kernel run in ``cwd``.
+
+    Returns ``(failures, stopped)``: ``failures`` maps the index of each cell that raised to
+    ``(ename, evalue)`` (cells tagged ``raises-exception`` may raise). Without ``keep_going``
+    the run stops at the first failure. With it, every cell runs; a cell that runs past
+    ``timeout`` is interrupted and fails as ``Timeout``, and a dead kernel ends the run:
+    ``stopped`` is then the index of the cell it died in (else None).
     """
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
 
+    options = {}
+    if keep_going:
+        options = {"interrupt_on_timeout": True,
+                   "error_on_timeout": {"ename": "Timeout", "traceback": [],
+                                        "evalue": f"the cell ran for more than {timeout} s "
+                                                  "and was interrupted"}}
     client = NotebookClient(nb, km=_kernel_manager(), timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(cwd)}},
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"], **options)
     cells = list(enumerate(nb.cells))[:stop_at]
+    failures: dict[int, tuple[str, str]] = {}
+    stopped = None
     bar = None
-    if progress:
+    if progress and live_progress():
         from tqdm import tqdm
         bar = tqdm(total=len(cells), desc=progress, unit="cell", leave=True, ncols=80,
                    mininterval=0.5, file=sys.stderr)
@@ -299,13 +315,35 @@ def run_cells(nb: nbformat.NotebookNode, cwd: Path, *, timeout: int = EXECUTE_TI
                 try:
                     client.execute_cell(cell, index)
                 except CellExecutionError as exc:
-                    return index, exc.ename, exc.evalue
+                    failures[index] = (exc.ename, exc.evalue)
+                    if not keep_going:
+                        break
+                except DeadKernelError:
+                    if not keep_going:
+                        raise
+                    failures[index] = ("DeadKernelError", _DEAD_KERNEL)
+                    stopped = index
+                    break
                 finally:
                     if bar is not None:
                         bar.update()
     finally:
         if bar is not None:
             bar.close()
+    return failures, stopped
+
+
+def run_cells(nb: nbformat.NotebookNode, cwd: Path, *, timeout: int = EXECUTE_TIMEOUT,
+              stop_at: int | None = None, progress: str | None = None):
+    """Execute the cells of ``nb`` in order, in place, in a fresh python3 kernel run in ``cwd``.
+
+    Stops at the first cell that raises (cells tagged ``raises-exception`` may raise) and
+    returns ``(index, ename, evalue)`` for it; returns None when every cell ran. ``stop_at``
+    ends the run before that cell index. ``progress`` is a tqdm label (None: no bar).
+    """
+    failures, _ = _execute(nb, cwd, timeout=timeout, stop_at=stop_at, progress=progress)
+    for index, (ename, evalue) in failures.items():
+        return index, ename, evalue
     return None
 
 
@@ -462,150 +500,248 @@ def clean_notebook(path: str | Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Grading one notebook with nbval
+# Grading one notebook: every exercise, run past failures
 # --------------------------------------------------------------------------------------------
 
-_EXC_LINE = re.compile(r"([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit))\b:?")
-# Escape codes of coloured tracebacks (the JUnit XML writes ESC as "#x1B").
-_ANSI = re.compile(r"(\x1b|#x1B)\[[0-9;?]*[A-Za-z]")
+class NotGradableError(NotebookError):
+    """The file cannot be graded: missing, not a notebook, or not one of this course's. The CLI
+    prints the one-line message and exits with status 2."""
+
+    exit_code = 2
+
+
+# A call of one of this course's checks, e.g. `checks.check_relu(relu_forward, relu_backward)`.
+_CHECK_CALL = re.compile(r"\bchecks\.(check_\w+)\s*\(")
+_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+_DEFINES = re.compile(r"^(?:async[ \t]+)?(?:def|class)[ \t]+(\w+)", re.MULTILINE)
+_SECTION_NUMBER = re.compile(r"^\d+(\.\d+)*\.?[ \t]+")
 HINTS = {
     "NotImplementedError": "an exercise is still a stub: replace `raise NotImplementedError()` "
                            "with your code",
     "AssertionError": "a check did not pass: read its message, fix the exercise above it, and "
                       "run the cells again",
-    "NameError": "a name is not defined: run the cells above in order (Kernel > Restart & Run "
-                 "All), and keep the names the lesson uses",
+    "NameError": "a name is not defined: an exercise it comes from failed, or a cell was "
+                 "renamed; keep the names the lesson uses",
     "ModuleNotFoundError": "a package is missing: use the course environment (make test, or "
                            "pip install -e '.[dev]')",
     "ImportError": "an import failed: use the course environment (pip install -e '.[dev]')",
     "Timeout": "a cell ran for too long: look for an endless loop, or a very slow version of a "
                "vectorised exercise",
-    "outputs differ": "the cell printed something other than what your saved notebook shows: "
-                      "restart the kernel, run all cells, save, and check again",
+    "DeadKernelError": "the kernel died: look for an array far too large for memory",
+    "SyntaxError": "a cell is not valid Python: look at the line the error names (a missing "
+                   "colon or bracket?)",
+    "IndentationError": "a cell is not indented consistently: line up the lines of each block",
 }
 
 
-def _failure_details(text: str) -> tuple[str, str]:
-    """(last line of the error, hint key) from nbval's failure report."""
-    text = _ANSI.sub("", text)
-    if "Cell outputs differ" in text:
-        return "the cell's output differs from the one saved in the notebook", "outputs differ"
-    if "Timeout of" in text:
-        line = next(ln for ln in text.splitlines() if "Timeout of" in ln)
-        return line.strip(), "Timeout"
-    lines = [ln.rstrip() for ln in text.split("Traceback:", 1)[-1].splitlines() if ln.strip()]
-    if not lines:
-        return "the cell raised an error", ""
-    start = len(lines) - 1
-    for i in range(len(lines) - 1, -1, -1):
-        if _EXC_LINE.match(lines[i].strip()):
-            start = i
-            break
-    message = "\n  ".join(ln.strip() for ln in lines[start:start + 6])
-    match = _EXC_LINE.match(lines[start].strip())
-    key = match.group(1).rsplit(".", 1)[-1] if match else ""
-    return message.rstrip(":").strip(), key
+class Exercise:
+    """One graded exercise of a notebook: its solution cells and the cell that checks them."""
+
+    def __init__(self, name: str, cells: list[int]):
+        self.name = name
+        self.cells = cells  # indices into nb.cells: the solution cells, then the check cell
+
+    def __repr__(self) -> str:
+        return f"Exercise({self.name!r}, cells={self.cells})"
 
 
-def _short_source(source: str) -> str:
-    lines = [ln for ln in source.splitlines() if ln.strip()]
-    first = lines[0].strip() if lines else "(empty)"
-    return first if len(first) <= 70 else first[:67] + "..."
+def is_solution_cell(source: str) -> bool:
+    """A cell the learner fills in: an nbgrader region (solutions/) or its stub (lessons/)."""
+    return has_solution(source) or any(ln.strip() == CODE_STUB[0] for ln in source.split("\n"))
 
 
-def check_command(notebook: str) -> int:
-    """``mnist-course check NOTEBOOK``: run nbval (lax, current env) on one notebook, in a pytest
-    subprocess, and print a short verdict. Returns 0 when every cell ran, else 1."""
+def _clean_heading(text: str) -> str:
+    """``7. Exercise: `one_hot` `` -> ``Exercise: one_hot``: no section number, code or bold."""
+    return _SECTION_NUMBER.sub("", text.strip()).replace("`", "").replace("**", "")
+
+
+def _short(text: str, width: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _check_call_name(source: str) -> str:
+    """``check_relu(relu_forward, relu_backward)``: the first check call of a cell, as written."""
+    match = _CHECK_CALL.search(source)
+    start, depth = match.end(), 1
+    for end in range(start, len(source)):
+        depth += {"(": 1, ")": -1}.get(source[end], 0)
+        if depth == 0:
+            args = " ".join(source[start:end].split())
+            return _short(f"{match.group(1)}({args})")
+    return f"{match.group(1)}(...)"
+
+
+def find_exercises(nb: nbformat.NotebookNode) -> list[Exercise]:
+    """The exercises of a lesson or solution notebook, in order.
+
+    An exercise is one or more solution cells (a ``### BEGIN SOLUTION`` region, or its
+    ``# YOUR CODE HERE`` stub) and the code cell that checks them: the cells nbgrader sees as
+    solution cells and their autograded test cell, by the one rule of
+    :func:`mnist_course.grading.roles`. Written answers (markdown) are graded by a person and
+    are not listed.
+
+    An exercise is named by the last markdown heading that says "Exercise" since the previous
+    exercise (section numbers and markup removed), else by its check call, else by the names
+    its solution cells define.
+    """
+    from mnist_course.grading import roles  # grading imports this module
+
+    exercises: list[Exercise] = []
+    pending: list[int] = []      # solution cells waiting for their test cell
+    heading = None               # the latest "Exercise" heading since the last exercise
+    for index, (cell, role) in enumerate(zip(nb.cells, roles(nb))):
+        if cell.cell_type == "markdown":
+            for text in _HEADING.findall(cell.source):
+                if "exercise" in text.lower():
+                    heading = _clean_heading(text)
+        elif role is not None and role.kind == "solution":
+            pending.append(index)
+        elif role is not None and role.kind == "test":
+            name = heading
+            if name is None and _CHECK_CALL.search(cell.source):
+                name = _check_call_name(cell.source)
+            if name is None:
+                defined = [m for i in pending for m in _DEFINES.findall(nb.cells[i].source)]
+                name = ", ".join(defined) or f"the exercise before code cell {index}"
+            exercises.append(Exercise(name, [*pending, index]))
+            pending, heading = [], None
+    return exercises
+
+
+def _one_line(text: str) -> str:
+    return _short(text.strip().splitlines()[0] if text.strip() else "", 200)
+
+
+def read_gradable(path: str | Path) -> nbformat.NotebookNode:
+    """Read a notebook to grade. Raises :class:`NotGradableError`, with a one-line message, for a
+    missing file, a folder, a file that is not a notebook (or is malformed JSON), and a notebook
+    of another course (no code cell calls ``checks.check_...``)."""
+    path = Path(path)
+    example = "give the path of a lesson, for example lessons/00_data.ipynb"
+    if not path.exists():
+        raise NotGradableError(f"{path}: no such notebook; {example}")
+    if path.is_dir():
+        raise NotGradableError(f"{path} is a folder; {example}")
+    if path.suffix != ".ipynb":
+        raise NotGradableError(f"{path} is not a Jupyter notebook (.ipynb); {example}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise NotGradableError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise NotGradableError(f"{path} is not a Jupyter notebook: it is not text (a notebook "
+                               "is JSON in UTF-8)") from None
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NotGradableError(f"{path} is not a Jupyter notebook: its JSON is malformed at line "
+                               f"{exc.lineno}, column {exc.colno} ({exc.msg}); was it damaged? "
+                               "Restore it, or copy the lesson again") from None
+    if not isinstance(content, dict) or "nbformat" not in content:
+        raise NotGradableError(f"{path} is JSON but not a Jupyter notebook (it has no nbformat "
+                               "version)")
+    try:
+        nb = nbformat.reads(text, as_version=4)
+    except Exception as exc:  # noqa: BLE001 (nbformat and jsonschema raise many kinds)
+        raise NotGradableError(f"{path} is not a valid Jupyter notebook: "
+                               f"{_one_line(str(exc)) or type(exc).__name__}") from None
+    code = [c.get("source", "") for c in nb.cells if c.get("cell_type") == "code"]
+    if not any(_CHECK_CALL.search(src) for src in code) or not any(
+            "mnist_course" in src for src in code):
+        raise NotGradableError(f"{path} is not a notebook of this course: no code cell calls "
+                               "mnist_course's checks.check_..., so it has no exercises to "
+                               "grade")
+    return nb
+
+
+def _failure_text(ename: str, evalue: str) -> str:
+    """``ename: first line of evalue`` (a stub's empty NotImplementedError gets words)."""
+    first = re.sub(r"\((?:\S+[/\\])?\d+\.py, (line \d+)\)", r"(\1)", _one_line(evalue))
+    if not first and ename == "NotImplementedError":
+        first = "still a stub: replace `raise NotImplementedError()` with your code"
+    return f"{ename}: {first}" if first else ename
+
+
+def grade(nb: nbformat.NotebookNode, cwd: Path, *, timeout: int = CHECK_TIMEOUT,
+          progress: str | None = None) -> dict:
+    """Run every cell of ``nb`` (in place) in a fresh kernel in ``cwd``, past failures, and grade
+    its exercises.
+
+    Returns ``{"exercises": [(name, failure), ...], "others": [(cell index, failure), ...]}``:
+    a failure is None (passed) or ``(ename, "ename: first line of the error")``, for an exercise
+    the error of its first failing cell; "others" are the failing cells outside any exercise.
+    """
+    exercises = find_exercises(nb)
+    failures, stopped = _execute(nb, cwd, timeout=timeout, progress=progress, keep_going=True)
+    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    results = []
+    in_exercise = set()
+    for ex in exercises:
+        in_exercise.update(ex.cells)
+        failed = [i for i in ex.cells if i in failures]
+        if failed:
+            ename, evalue = failures[failed[0]]
+            results.append((ex.name, (ename, _failure_text(ename, evalue))))
+        elif stopped is not None and ex.cells[-1] > stopped:
+            died = code_cells.index(stopped) + 1
+            results.append((ex.name, ("", f"not run: the kernel died in code cell {died}")))
+        else:
+            results.append((ex.name, None))
+    others = [(i, (ename, _failure_text(ename, evalue)))
+              for i, (ename, evalue) in failures.items() if i not in in_exercise]
+    return {"exercises": results, "others": others}
+
+
+def check_command(notebook: str, timeout: int = CHECK_TIMEOUT) -> int:
+    """``mnist-course check NOTEBOOK``: run a learner's notebook in a fresh kernel (in its own
+    folder; the file is not changed), past any failing cell, and print one line per exercise,
+    ``✓ name`` or ``✗ name — error``, then ``score: K/N exercises pass``.
+
+    Returns 0 when every exercise passes and no other cell failed, else 1. Raises
+    :class:`NotGradableError` (exit status 2) for a file that cannot be graded.
+    """
     import importlib.util
 
     path = Path(notebook)
-    missing = [m for m in ("pytest", "nbval") if importlib.util.find_spec(m) is None]
+    nb = read_gradable(path)
+    missing = [m for m in ("nbclient", "ipykernel") if importlib.util.find_spec(m) is None]
     if missing:
         raise NotebookError(f"grading needs {' and '.join(missing)}: install the course with its "
                             "dev extras (pip install -e '.[dev]', or make test)")
-    if not path.is_file():
-        raise NotebookError(f"{notebook}: no such notebook; give the path of a lesson, for "
-                            "example lessons/00_data.ipynb")
-    if path.suffix != ".ipynb":
-        raise NotebookError(f"{notebook} is not a Jupyter notebook (.ipynb)")
-    nb = read_notebook(path)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    print(f"checking {path}: {len(code)} code cells, run with nbval in a fresh kernel "
-          "(stops at the first failure)")
+    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    number = {index: n for n, index in enumerate(code_cells, start=1)}
+    n_exercises = len(find_exercises(nb))
+    print(f"checking {path}: {n_exercises} exercises, {len(code_cells)} code cells, run in a "
+          "fresh kernel (a failing cell does not stop the others)", flush=True)
+    report = grade(nb, path.parent.resolve(), timeout=timeout, progress=path.name)
 
-    with tempfile.TemporaryDirectory(prefix="mnist-course-check-") as tmp:
-        ini, junit = Path(tmp) / "pytest.ini", Path(tmp) / "report.xml"
-        ini.write_text("[pytest]\n")
-        cmd = [sys.executable, "-m", "pytest", str(path.resolve()),
-               "-c", str(ini), "--rootdir", str(path.parent.resolve()), "--noconftest",
-               "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-               f"--nbval-cell-timeout={CHECK_TIMEOUT}", "-x", "-v", "--tb=no", "--color=no",
-               "-W", "ignore::DeprecationWarning", f"--junitxml={junit}"]
-        env = kernel_env()
-        env["PYTHONUNBUFFERED"] = "1"
-        lines = _run_with_progress(cmd, env, total=len(code), label=path.name)
-        results = _read_junit(junit)
-
-    if not results:
-        tail = "\n".join(lines[-15:])
-        raise NotebookError(f"nbval could not run {path}:\n{tail}")
-    failed = [r for r in results if r["status"] == "failed"]
-    skipped = sum(r["status"] == "skipped" for r in results)
-    ran = sum(r["status"] == "passed" for r in results)
-    if not failed:
-        extra = f" ({skipped} skipped)" if skipped else ""
-        print(f"✓ {path}: all {ran} cells ran{extra}")
-        return 0
-    fail = failed[0]
-    number = fail["cell"]
-    last, key = _failure_details(fail["text"])
-    source = _short_source(code[number].source) if number < len(code) else ""
-    print(f"✗ {path}: code cell {number + 1} of {len(code)} failed "
-          f"({ran} cell(s) before it ran)")
-    if source:
-        print(f"  cell starts: {source}")
-    print(f"  {last}")
-    if key in HINTS:
-        print(f"  hint: {HINTS[key]}")
-    return 1
-
-
-def _run_with_progress(cmd: list[str], env: dict, total: int, label: str) -> list[str]:
-    """Run pytest -v, show a progress bar of finished cells, return its output lines."""
-    from tqdm import tqdm
-
-    lines = []
-    bar = tqdm(total=total, desc=label, unit="cell", leave=True, ncols=80, mininterval=0.5,
-               file=sys.stderr)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=env, encoding="utf-8", errors="replace") as proc:
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if re.search(r"::Cell \d+ (PASSED|FAILED|SKIPPED|ERROR)", line):
-                bar.update()
-    bar.close()
-    return lines
-
-
-def _read_junit(junit: Path) -> list[dict]:
-    """Per-cell results from pytest's JUnit XML: cell number, status and failure text."""
-    if not junit.is_file():
-        return []
-    results = []
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        match = re.search(r"Cell (\d+)$", case.get("name", ""))
-        if not match:
-            continue
-        status, text = "passed", ""
-        for child in case:
-            if child.tag in ("failure", "error"):
-                status = "failed"
-                text = (child.get("message") or "") + "\n" + (child.text or "")
-                break
-            if child.tag == "skipped":
-                status = "skipped"
-        results.append({"cell": int(match.group(1)), "status": status, "text": text})
-    return results
+    passed = 0
+    shown = set()  # the exception names shown, for the hints
+    for name, failure in report["exercises"]:
+        if failure is None:
+            passed += 1
+            print(f"✓ {name}")
+        else:
+            shown.add(failure[0])
+            print(f"✗ {name} — {failure[1]}")
+    others = report["others"]
+    if others:
+        print(f"other cells that failed ({len(others)}):")
+        for index, failure in others[:3]:
+            lines = [ln for ln in nb.cells[index].source.split("\n")
+                     if ln.strip() and not ln.lstrip().startswith("#")]
+            source = _short(lines[0] if lines else "", 50)
+            shown.add(failure[0])
+            print(f"  code cell {number[index]} of {len(code_cells)} ({source}) — {failure[1]}")
+        if len(others) > 3:
+            print(f"  ... and {len(others) - 3} more")
+    for ename in sorted(shown):
+        if ename in HINTS:
+            print(f"hint: {HINTS[ename]}")
+    total = len(report["exercises"])
+    print(f"score: {passed}/{total} exercises pass")
+    return 0 if passed == total and not others else 1
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,9 +20,12 @@ same code trains on a GPU.
 
 from __future__ import annotations
 
+import os
+import pickle
 import sys
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,20 +33,27 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from mnist_course import CourseError
+from mnist_course import CourseError, live_progress
 from mnist_course.history import EpochTotals, finish_history, new_history
-from mnist_course.numpy_cnn import PARAM_SHAPES  # the NumPy layout: (F, C, KH, KW), (D_in, D_out)
+from mnist_course.numpy_cnn import (  # PARAM_SHAPES: the NumPy layout (F, C, KH, KW), (D_in, D_out)
+    PARAM_SHAPES,
+    MissingWeightsError,
+    WeightsFileError,
+)
 from mnist_course.summary_table import format_summary  # the table numpy_cnn.summary prints too
 
 __all__ = [
     "PARAM_SHAPES",
     "CourseCNN",
+    "MissingWeightsError",
     "ShapeError",
+    "WeightsFileError",
     "count_params",
     "evaluate",
     "fit",
     "format_summary",
     "load_numpy_params",
+    "load_state",
     "mnist_loaders",
     "numpy_params",
     "pick_device",
@@ -186,6 +196,73 @@ def numpy_params(model: CourseCNN) -> dict[str, np.ndarray]:
         out[f"{layer}_w"] = np.ascontiguousarray(w).copy()
         out[f"{layer}_b"] = module.bias.detach().cpu().numpy().copy()
     return out
+
+
+def _torch_load_problem(path: Path, exc: Exception) -> str:
+    """Why torch.load could not read a file, in words."""
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"it cannot be read ({exc.strerror})"
+    try:
+        if path.stat().st_size == 0:
+            return "it is empty"
+    except OSError:
+        pass
+    if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in text:
+        return ("it is not a plain file of tensors: it holds Python objects that a safe load "
+                "(torch.load with weights_only=True) refuses to create, or it is damaged")
+    if "zip archive" in text or "PytorchStreamReader" in text or isinstance(exc, EOFError):
+        return "it is truncated or damaged (not a complete PyTorch file)"
+    first = text.splitlines()[0][:120] if text else ""
+    return f"it is damaged or not a PyTorch file ({type(exc).__name__}: {first})"
+
+
+def load_state(path: str | os.PathLike, model: nn.Module, map_location="cpu", *,
+               remedy: str | None = None) -> nn.Module:
+    """Load a ``state_dict`` saved with ``torch.save(model.state_dict(), path)`` into ``model``;
+    return the model.
+
+    The file is read with ``torch.load(path, map_location=map_location, weights_only=True)``:
+    tensors and plain containers only, so a file from someone else cannot run code when it is
+    loaded. Raises :class:`MissingWeightsError` when the file does not exist, and
+    :class:`WeightsFileError` when it is empty, truncated, damaged, holds anything but a dict of
+    tensors (a training checkpoint, for instance), or does not fit ``model`` (missing or
+    unexpected keys, wrong shapes). Each message names the file and says what to do; ``remedy``
+    replaces that advice.
+    """
+    path = Path(path)
+    fix = remedy or ("Save it again with torch.save(model.state_dict(), path) (as lesson 06 saves "
+                     "course_cnn.pt), or ask whoever sent it for a new copy.")
+    if not path.exists():
+        raise MissingWeightsError(f"{path} does not exist. {fix}")
+    if not path.is_file():
+        raise WeightsFileError(f"{path} is not a file. {fix}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (damage shows as RuntimeError, UnpicklingError, ...)
+        if "deserialize object on" in str(exc):  # a CUDA file and no CUDA: not the file's fault
+            raise CourseError(f"{path} holds tensors saved on a GPU that is not available "
+                              "here: pass map_location='cpu'") from None
+        raise WeightsFileError(f"{path} cannot be loaded: {_torch_load_problem(path, exc)}. "
+                               f"{fix}") from None
+    if not (isinstance(state, Mapping)
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+            keys = ", ".join(map(str, state))
+            raise WeightsFileError(
+                f"{path} holds a training checkpoint ({keys}), not a state_dict: load its "
+                "'model' entry, e.g. model.load_state_dict(torch.load(path, "
+                "weights_only=True)['model']).")
+        raise WeightsFileError(f"{path} holds a {type(state).__name__}, not a state_dict (a "
+                               f"dict of tensors). {fix}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        details = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+        shown = "; ".join(d[:200].rstrip(".") for d in details[:3]) or str(exc)[:200]
+        raise WeightsFileError(f"{path} does not fit {type(model).__name__}: {shown}. "
+                               f"{fix}") from None
+    return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,7 +575,8 @@ def fit(model: nn.Module, train_loader, eval_loader, *, epochs: int, optimizer=N
     for epoch in range(1, epochs + 1):
         lr = float(optimizer.param_groups[0]["lr"])
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", leave=True, ncols=80,
-                   mininterval=0.5, file=sys.stderr, disable=not progress, unit="batch")
+                   mininterval=0.5, file=sys.stderr, unit="batch",
+                   disable=not (progress and live_progress()))
         start = time.perf_counter()
         try:
             totals, step_loss = _run_epoch(model, bar, F.cross_entropy, device, optimizer,

@@ -170,12 +170,18 @@ def train_val_split(x, y, n_val=5000, seed=0):
     return x[tr], y[tr], x[val], y[val]
 
 
+def mean_std(values):
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1))
+
+
 def step_decay(epoch, base_lr=0.01, drop=0.5, epochs_per_drop=2):
     return base_lr * drop ** (epoch // epochs_per_drop)
 
 
 def _shift_batch(x, sy, sx, m, fill):
-    """Image i moved by (sy[i] - m, sx[i] - m), with fill shifted in."""
+    """Image i cut from the padded batch at window start (sy[i], sx[i]): moved down by
+    m - sy[i] and right by m - sx[i], with fill shifted in."""
     n, c, h, w = x.shape
     padded = torch.full((n, c, h + 2 * m, w + 2 * m), fill, dtype=x.dtype)
     padded[..., m:m + h, m:m + w] = x
@@ -184,9 +190,9 @@ def _shift_batch(x, sy, sx, m, fill):
 
 def random_shift(x, y, max_shift=2, generator=None):
     n, m = x.shape[0], max_shift
-    sy = torch.randint(0, 2 * m + 1, (n,), generator=generator)
-    sx = torch.randint(0, 2 * m + 1, (n,), generator=generator)
-    return _shift_batch(x, sy, sx, m, float(x.min())), y
+    dy = torch.randint(-m, m + 1, (n,), generator=generator)
+    dx = torch.randint(-m, m + 1, (n,), generator=generator)
+    return _shift_batch(x, m - dy, m - dx, m, float(x.min())), y   # window start m - d
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,6 +436,41 @@ def shift_same_for_all(x, y, max_shift=2, generator=None):
 
 def shift_unseeded(x, y, max_shift=2, generator=None):
     return random_shift(x, y, max_shift, None)
+
+
+def mean_std_population(values):                         # np.std's default, ddof=0
+    v = np.asarray(values, dtype=float)
+    return v.mean(), v.std()
+
+
+def mean_std_variance(values):
+    v = np.asarray(values, dtype=float)
+    return v.mean(), v.var(ddof=1)
+
+
+def mean_std_swapped(values):
+    v = np.asarray(values, dtype=float)
+    return v.std(ddof=1), v.mean()
+
+
+def mean_std_sorts_input(values):
+    if isinstance(values, np.ndarray):
+        values.sort()
+    return mean_std(values)
+
+
+def shift_reversed(x, y, max_shift=2, generator=None):       # moves up by dy, left by dx
+    n, m = x.shape[0], max_shift
+    dy = torch.randint(-m, m + 1, (n,), generator=generator)
+    dx = torch.randint(-m, m + 1, (n,), generator=generator)
+    return _shift_batch(x, m + dy, m + dx, m, float(x.min())), y
+
+
+def shift_swapped(x, y, max_shift=2, generator=None):        # dy moves columns, dx rows
+    n, m = x.shape[0], max_shift
+    dy = torch.randint(-m, m + 1, (n,), generator=generator)
+    dx = torch.randint(-m, m + 1, (n,), generator=generator)
+    return _shift_batch(x, m - dx, m - dy, m, float(x.min())), y
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 Each sub-command's own behaviour (data, train, demo, bench) is tested next to its module; here the
 commands run as a learner runs them, in a subprocess, and errors must never show a traceback.
+``check`` runs small notebooks written here (real checks, a few seconds each) and the untouched
+lesson 00; never a long lesson.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from mnist_course import __version__, notebooks
 from mnist_course.cli import main
 from mnist_course.notebooks import render
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = str(Path(sys.executable).with_name("mnist-course"))
 
@@ -99,35 +103,164 @@ def test_lessons_outside_the_repo_says_where_to_run(tmp_path, monkeypatch, capsy
     assert err.startswith("mnist-course: error:") and "repository root" in err
 
 
-def test_check_a_missing_notebook(tmp_path, monkeypatch, capsys):
+# ------------------------------------------------------------------ check: every exercise
+
+ONE_HOT = """def one_hot(y, num_classes=10):
+    y = np.asarray(y)
+    ### BEGIN SOLUTION
+    out = np.zeros((len(y), num_classes), dtype=np.float32)
+    out[np.arange(len(y)), y] = 1.0
+    ### END SOLUTION
+    return out"""
+
+RELU = """def relu_forward(x):
+    ### BEGIN SOLUTION
+    out = np.maximum(x, 0)
+    ### END SOLUTION
+    return out, x
+
+
+def relu_backward(dout, cache):
+    x = cache
+    ### BEGIN SOLUTION
+    dx = dout * (x > 0)
+    ### END SOLUTION
+    return dx"""
+
+SPLIT = """def train_val_split(x, y, n_val=5000, seed=0):
+    ### BEGIN SOLUTION
+    order = np.random.default_rng(seed).permutation(len(x))
+    val, tr = order[:n_val], order[n_val:]
+    ### END SOLUTION
+    return x[tr], y[tr], x[val], y[val]"""
+
+RELU_CHECK = "check_relu(relu_forward, relu_backward)"
+
+
+def _course_notebook(path: Path, relu: str = RELU, extra=()) -> Path:
+    """A small notebook of this course: three exercises, each a solution cell and a check cell
+    (the second one named by its check call: it has no "Exercise" heading)."""
+    return _write(
+        path,
+        new_markdown_cell("# A tiny lesson"),
+        new_code_cell("import numpy as np\nfrom mnist_course import checks"),
+        new_markdown_cell("## 1. Exercise: `one_hot`\n\nEncode the labels."),
+        new_code_cell(ONE_HOT),
+        new_code_cell("checks.check_one_hot(one_hot)"),
+        new_markdown_cell("## 2. ReLU"),
+        new_code_cell(relu),
+        new_code_cell("checks.check_relu(relu_forward, relu_backward)"),
+        new_code_cell("assert one_hot([2], 3).tolist() == [[0, 0, 1]]  # uses exercise 1"),
+        new_markdown_cell("## 3. Exercise: a validation split"),
+        new_code_cell(SPLIT),
+        new_code_cell("checks.check_train_val_split(train_val_split)"),
+        *extra,
+    )
+
+
+def _check(path: Path, *args: str):
+    result = run("check", path.name, *args, cwd=path.parent)
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+    return result, result.stdout.rstrip("\n").split("\n")
+
+
+def test_check_complete_notebook_scores_full_marks(tmp_path):
+    result, lines = _check(_course_notebook(tmp_path / "01_tiny.ipynb"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines[0].startswith("checking 01_tiny.ipynb: 3 exercises")
+    assert lines[1:] == ["✓ Exercise: one_hot", f"✓ {RELU_CHECK}",
+                         "✓ Exercise: a validation split", "score: 3/3 exercises pass"]
+
+
+def test_check_reports_every_broken_exercise_and_goes_on(tmp_path):
+    """A stub, then a wrong gradient: each gets its own ✗ line, and the exercise after them is
+    still checked."""
+    stub = ONE_HOT.split("    ### BEGIN")[0] + "    # YOUR CODE HERE\n    raise NotImplementedError()"
+    path = _write(
+        tmp_path / "01_tiny.ipynb",
+        new_code_cell("import numpy as np\nfrom mnist_course import checks"),
+        new_markdown_cell("## 1. Exercise: `one_hot`"),
+        new_code_cell(stub),
+        new_code_cell("checks.check_one_hot(one_hot)"),
+        new_code_cell(RELU.replace("    dx = dout * (x > 0)", "    dx = dout")),
+        new_code_cell("checks.check_relu(relu_forward, relu_backward)"),
+        new_markdown_cell("## 3. Exercise: a validation split"),
+        new_code_cell(SPLIT),
+        new_code_cell("checks.check_train_val_split(train_val_split)"),
+    )
+    result, lines = _check(path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert lines[1].startswith("✗ Exercise: one_hot — NotImplementedError: still a stub"), lines[1]
+    assert lines[2].startswith(f"✗ {RELU_CHECK} — AssertionError: check_relu: case 1 of"), lines[2]
+    assert lines[3] == "✓ Exercise: a validation split"  # checked after the failures
+    assert len([ln for ln in lines if ln.startswith("✗")]) == 2
+    assert lines[-1] == "score: 1/3 exercises pass"
+
+
+def test_check_survives_an_endless_loop_and_a_syntax_error(tmp_path):
+    """The endless cell is interrupted after --timeout seconds; the kernel and what it holds
+    survive, so the next exercises are still checked. (No heavy import here: every cell but the
+    loop must finish well within the short timeout, even on a busy machine.)"""
+    path = _write(
+        tmp_path / "02_spin.ipynb",
+        new_code_cell("import mnist_course\nx = 0"),
+        new_markdown_cell("## 1. Exercise: spin"),
+        new_code_cell("### BEGIN SOLUTION\nwhile True:\n    pass\n### END SOLUTION"),
+        new_code_cell("checks.check_spin()"),
+        new_markdown_cell("## 2. Exercise: after the loop"),
+        new_code_cell("### BEGIN SOLUTION\nx += 1\n### END SOLUTION"),
+        new_code_cell("assert x == 1, 'the kernel lost its state'"),
+        new_markdown_cell("## 3. Exercise: a typo"),
+        new_code_cell("### BEGIN SOLUTION\ny = x *\n### END SOLUTION"),
+        new_code_cell("assert y == 2"),
+    )
+    result, lines = _check(path, "--timeout", "2")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert lines[1] == ("✗ Exercise: spin — Timeout: the cell ran for more than 2 s and was "
+                        "interrupted")
+    assert lines[2] == "✓ Exercise: after the loop"
+    assert lines[3].startswith("✗ Exercise: a typo — SyntaxError: invalid syntax"), lines[3]
+    assert f"hint: {notebooks.HINTS['Timeout']}" in lines
+    assert f"hint: {notebooks.HINTS['SyntaxError']}" in lines
+    assert lines[-1] == "score: 1/3 exercises pass"
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("99_nope.ipynb", None, "no such notebook"),
+    ("folder.ipynb", "dir", "is a folder"),
+    ("notes.txt", "just some notes\n", "is not a Jupyter notebook (.ipynb)"),
+    ("broken.ipynb", '{"cells": [{"cell_type": "code",', "JSON is malformed at line 1"),
+    ("image.ipynb", b"\x89PNG\r\n\x1a\n\x00\xff", "it is not text"),
+    ("list.ipynb", "[1, 2, 3]", "JSON but not a Jupyter notebook"),
+    ("other.ipynb", "other", "not a notebook of this course"),
+    ("other_checks.ipynb", "other_checks", "not a notebook of this course"),
+], ids=["missing", "folder", "not ipynb", "malformed JSON", "binary", "JSON list",
+        "another course", "another course's checks"])
+def test_check_refuses_what_it_cannot_grade_with_exit_2(tmp_path, monkeypatch, capsys, name,
+                                                         content, words):
+    path = tmp_path / name
+    if content == "dir":
+        path.mkdir()
+    elif content == "other":
+        _write(path, new_markdown_cell("# Pandas 101"),
+               new_code_cell("import pandas as pd"), new_code_cell("assert 1 + 1 == 2"))
+    elif content == "other_checks":
+        _write(path, new_code_cell("import checks"), new_code_cell("checks.check_answer(42)"))
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
     monkeypatch.chdir(tmp_path)
-    assert main(["check", "lessons/99_nope.ipynb"]) == 1
-    assert "99_nope.ipynb: no such notebook" in capsys.readouterr().err
+    assert main(["check", name]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"mnist-course: error: {name}") and words in err, err
+    assert err.count("\n") == 1, f"not one line: {err!r}"
 
 
-def test_failure_report_parsing():
-    report = ("Notebook cell execution failed\nCell 1: Cell execution caused an exception\n\n"
-              "Input:\nassert x == 3\n\nTraceback:\n#x1B[31m---------#x1B[39m\n"
-              "#x1B[31mAssertionError#x1B[39m: x should be 3:\ncheck the cell above\n")
-    last, key = notebooks._failure_details(report)
-    assert last == "AssertionError: x should be 3:\n  check the cell above"
-    assert key == "AssertionError"
-    last, key = notebooks._failure_details("...Traceback:\nValueError\n")
-    assert (last, key) == ("ValueError", "ValueError")
-
-
-@pytest.mark.parametrize("cells, code, expected", [
-    (["x = 2", "assert x * 2 == 4"], 0, ["✓", "all 2 cells ran"]),
-    (["x = 2", "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError()", "f()", "x"],
-     1, ["✗", "code cell 3 of 4 failed", "cell starts: f()", "NotImplementedError",
-         "hint: an exercise is still a stub"]),
-], ids=["passing", "stub"])
-def test_check_prints_a_short_verdict(tmp_path, cells, code, expected):
-    path = _write(tmp_path / "lessons" / "01_tiny.ipynb", new_markdown_cell("# Tiny"),
-                  *[new_code_cell(s) for s in cells])
-    result = run("check", "lessons/01_tiny.ipynb", cwd=tmp_path)
-    assert result.returncode == code, result.stdout + result.stderr
-    for text in expected:
-        assert text in result.stdout, result.stdout
-    assert "Traceback" not in result.stdout
-    assert path.exists() and not (tmp_path / "lessons" / ".pytest_cache").exists()
+def test_check_exit_2_in_a_subprocess_without_traceback(tmp_path):
+    (tmp_path / "broken.ipynb").write_text('{"cells": [')
+    result = run("check", "broken.ipynb", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.startswith("mnist-course: error: broken.ipynb is not a Jupyter notebook")

@@ -58,8 +58,11 @@ def expect(monkeypatch, raw: dict) -> None:
 
 
 def leftovers(folder: Path) -> list[str]:
-    """Everything in ``folder`` (temporary files included); [] when it does not exist."""
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    """Everything in ``folder`` (temporary files included) but the stamp file of verified files;
+    [] when it does not exist."""
+    if not folder.exists():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.name != data.STAMP_NAME)
 
 
 def unused_port() -> int:
@@ -277,6 +280,7 @@ def test_constants_agree():
 
 def test_fetch_over_http_then_load(tmp_path, server, synth, monkeypatch, capsys):
     server.serve(synth)
+    monkeypatch.setattr(data, "live_progress", lambda: True)  # as in a terminal
     monkeypatch.setenv("MNIST_COURSE_MIRRORS", server.url)
     folder = data.fetch_mnist(tmp_path / "root")
     assert folder == tmp_path / "root" / "MNIST" / "raw"
@@ -299,13 +303,14 @@ def test_second_fetch_reuses_the_cache_silently(tmp_path, server, synth, monkeyp
     folder = data.fetch_mnist(tmp_path)
     hits = dict(server.hits)
     assert sum(hits.values()) == 4
-    stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    # (the stamp file is left out: on a coarse clock it may be rewritten once, see _Stamps)
+    stamps = {name: (folder / name).stat().st_mtime_ns for name in leftovers(folder)}
     capsys.readouterr()
     for _ in range(2):
         assert data.fetch_mnist(tmp_path) == folder
         data.load_mnist(tmp_path)
     assert server.hits == hits, "a cached file was downloaded again"
-    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
+    assert {name: (folder / name).stat().st_mtime_ns for name in leftovers(folder)} == stamps
     assert capsys.readouterr() == ("", "")
     assert data.is_cached(tmp_path)
 
@@ -320,6 +325,179 @@ def test_damaged_cached_file_is_downloaded_again(tmp_path, server, synth, monkey
     assert (folder / data.FILES[1]).read_bytes() == synth[data.FILES[1]]
     assert server.hits[f"/mnist/{data.FILES[1]}.gz"] == 2
     assert server.hits[f"/mnist/{data.FILES[0]}.gz"] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# A cached file that changed after it was verified is never served
+# --------------------------------------------------------------------------------------------
+
+LABELS = "t10k-labels-idx1-ubyte"
+
+
+@pytest.fixture
+def mirrored(tmp_path, synth, monkeypatch):
+    """The synthetic files behind a file:// mirror, fetched into $MNIST_COURSE_DATA.
+    Returns the raw folder."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name, content in synth.items():
+        (mirror / f"{name}.gz").write_bytes(gzip.compress(content))
+    monkeypatch.setenv("MNIST_COURSE_MIRRORS", mirror.as_uri())
+    monkeypatch.setenv("MNIST_COURSE_DATA", str(tmp_path / "cache"))
+    folder = data.fetch_mnist(progress=False)
+    assert (folder / data.STAMP_NAME).is_file()
+    return folder
+
+
+def flip_last_byte(path: Path, keep_mtime: bool = False) -> bytes:
+    """Change the last byte of a file in place (same size: a label or a pixel changes).
+    With keep_mtime the modification time is put back, as ``touch -r`` or ``rsync -t`` would."""
+    st = path.stat()
+    content = bytearray(path.read_bytes())
+    content[-1] ^= 0x01
+    with open(path, "r+b") as f:
+        f.write(content)
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+    return bytes(content)
+
+
+def count_hashes(monkeypatch) -> list[str]:
+    """Record the name of every file that the cache check hashes."""
+    hashed: list[str] = []
+    real = data._sha256_file
+
+    def counting(path):
+        hashed.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(data, "_sha256_file", counting)
+    return hashed
+
+
+def settle(folder: Path) -> None:
+    """Date the stamp file a second after its files, as if a moment had passed since it was
+    written: on a coarse clock an entry written in the same tick as its file is not trusted."""
+    stamp = folder / data.STAMP_NAME
+    newest = max((folder / n).stat().st_ctime_ns for n in data.FILES)
+    os.utime(stamp, ns=(newest + 10**9, newest + 10**9))
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True], ids=["edited", "edited, mtime restored"])
+def test_changed_cached_file_is_fetched_again_and_said_so(mirrored, synth, capsys, keep_mtime):
+    settle(mirrored)
+    flip_last_byte(mirrored / LABELS, keep_mtime=keep_mtime)
+    capsys.readouterr()
+    _, (_, y_test) = data.load_mnist()
+    np.testing.assert_array_equal(y_test, np.frombuffer(synth[LABELS], np.uint8, offset=8))
+    err = capsys.readouterr().err
+    assert f"{LABELS} in $MNIST_COURSE_DATA/MNIST/raw does not match its SHA-256" in err
+    assert "downloading it again" in err
+    assert (mirrored / LABELS).read_bytes() == synth[LABELS]
+    assert leftovers(mirrored) == sorted(data.FILES)
+    assert data.is_cached()
+
+
+def test_changed_cached_file_is_refused_when_no_mirror_works(mirrored, synth, tmp_path,
+                                                              monkeypatch):
+    settle(mirrored)
+    damaged = flip_last_byte(mirrored / LABELS)
+    monkeypatch.setenv("MNIST_COURSE_MIRRORS", (tmp_path / "no-such-mirror").as_uri())
+    for load in (data.load_mnist, lambda: data.load_mnist(download=False), data.fetch_mnist):
+        with pytest.raises(data.DataError) as info:
+            load()
+        msg = str(info.value)
+        assert f"{LABELS} in $MNIST_COURSE_DATA/MNIST/raw does not match its SHA-256" in msg
+        assert "not used" in msg and "mnist-course data" in msg
+        assert "Traceback" not in msg
+    assert "MNIST_COURSE_MIRRORS=file://" in msg  # how to point at a copy you have
+    assert not data.is_cached()
+    assert (mirrored / LABELS).read_bytes() == damaged  # left as it was, but never served
+    assert leftovers(mirrored) == sorted(data.FILES)  # no partial file
+
+
+def test_verified_files_are_not_hashed_again(mirrored, monkeypatch):
+    settle(mirrored)
+    hashed = count_hashes(monkeypatch)
+    data.load_mnist()
+    data.load_mnist(download=False)
+    assert data.is_cached()
+    assert hashed == [], "a file the stamp vouches for was hashed again"
+    data.fetch_mnist(rehash=True)  # what `mnist-course data` does
+    assert hashed == list(data.FILES)
+
+
+def test_cache_without_a_stamp_is_hashed_once(mirrored, monkeypatch):
+    """A cache filled by an older version (or by hand) has no stamp: each file is hashed once,
+    then the stamp is written."""
+    (mirrored / data.STAMP_NAME).unlink()
+    hashed = count_hashes(monkeypatch)
+    assert data.is_cached()
+    assert hashed == list(data.FILES)
+    assert (mirrored / data.STAMP_NAME).is_file()
+    settle(mirrored)
+    data.load_mnist(download=False)
+    assert hashed == list(data.FILES)
+
+
+def test_stamp_as_new_as_its_file_is_not_trusted(mirrored, monkeypatch):
+    """An entry written in the same clock tick as its file could miss an edit made in that tick,
+    so it is hashed again (and then rewritten)."""
+    newest = max((mirrored / n).stat().st_ctime_ns for n in data.FILES)
+    os.utime(mirrored / data.STAMP_NAME, ns=(newest, newest))
+    hashed = count_hashes(monkeypatch)
+    assert data.is_cached()
+    assert hashed == [data.FILES[-1]]  # the file fetched last, as new as the stamp now
+    assert (mirrored / data.STAMP_NAME).stat().st_mtime_ns > newest
+    data.is_cached()
+    assert hashed == [data.FILES[-1]]
+
+
+def test_forged_stamp_is_caught_by_rehash(mirrored, monkeypatch):
+    """Whoever edits the file and its stamp together defeats the stamp; `mnist-course data`
+    hashes every file, and so finds the edit."""
+    settle(mirrored)
+    flip_last_byte(mirrored / LABELS)
+    stamp = mirrored / data.STAMP_NAME
+    content = json.loads(stamp.read_text())
+    st = (mirrored / LABELS).stat()
+    content["files"][LABELS].update(mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
+    stamp.write_text(json.dumps(content))
+    settle(mirrored)
+    assert data.is_cached(), "the forged stamp should fool the quick check"
+    monkeypatch.setenv("MNIST_COURSE_MIRRORS", "file:///no/such/mirror")
+    with pytest.raises(data.DataError, match=f"{LABELS} .* does not match its SHA-256"):
+        data.fetch_mnist(rehash=True)
+
+
+@pytest.mark.parametrize("stamp", ["unwritable", "damaged"])
+def test_stamp_problems_only_cost_a_hash(mirrored, monkeypatch, stamp):
+    """A read-only cache (no stamp can be written) or a damaged stamp still loads, verified."""
+    if stamp == "damaged":
+        (mirrored / data.STAMP_NAME).write_text('{"files": {"t10k-lab')
+    else:
+        (mirrored / data.STAMP_NAME).unlink()
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(data.tempfile, "mkstemp", refuse)
+    hashed = count_hashes(monkeypatch)
+    for _ in range(2):
+        data.load_mnist(download=False)
+    assert len(hashed) == (8 if stamp == "unwritable" else 4)
+    assert leftovers(mirrored) == sorted(data.FILES)
+
+
+def test_cli_data_rehashes_and_replaces_a_changed_file(mirrored, synth, capsys):
+    settle(mirrored)
+    flip_last_byte(mirrored / LABELS)
+    assert cli.main(["data"]) == 0
+    out, err = capsys.readouterr()
+    assert "MNIST is ready in" in out
+    assert f"{LABELS} in $MNIST_COURSE_DATA/MNIST/raw does not match" in err
+    assert (mirrored / LABELS).read_bytes() == synth[LABELS]
 
 
 def test_default_root_is_the_user_cache(tmp_path, server, synth, monkeypatch):
@@ -489,6 +667,7 @@ def test_images_and_labels_disagree(tmp_path, server, monkeypatch):
 def test_wrong_image_shape(tmp_path, monkeypatch):
     raw = synthetic_files()
     raw["t10k-images-idx3-ubyte"] = idx_bytes(np.zeros((N_TEST, 14, 14), np.uint8))
+    expect(monkeypatch, raw)  # intact files (by their checksums) that hold the wrong shape
     folder = tmp_path / "MNIST" / "raw"
     folder.mkdir(parents=True)
     for name, content in raw.items():

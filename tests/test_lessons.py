@@ -119,7 +119,11 @@ def test_lesson_has_no_outputs_and_normalised_metadata():
     assert "version" not in lesson.metadata.language_info and "widgets" not in lesson.metadata
     code = [c for c in lesson.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code)
-    assert code[0].metadata == {"tags": ["exercise"]}
+    # Volatile metadata is dropped; tags stay, and nbgrader's is computed (mnist_course.grading).
+    assert code[0].metadata == {"tags": ["exercise"], "nbgrader": {
+        "grade": False, "solution": True, "locked": False, "grade_id": "ex2_f",
+        "schema_version": 3}}
+    assert code[1].metadata.nbgrader.grade_id == "ex2_check"
     assert [c.id for c in lesson.cells] == [c.id for c in solution.cells]
     assert lesson.cells[0].source == "# Lesson\nYOUR ANSWER HERE"
     nbformat.validate(lesson)
@@ -220,6 +224,47 @@ def test_solution_has_exercises_each_followed_by_a_check_cell(path):
         later = [j for j, c in enumerate(nb.cells) if j > i and c.cell_type == "code"
                  and not notebooks.has_solution(c.source) and _CHECK_CALL.search(c.source)]
         assert later, f"{path.name}: exercise in cell {i} has no check cell after it"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_check_finds_the_same_exercises_in_solution_and_lesson(path):
+    """What `mnist-course check` grades: every check call ends an exercise, each exercise has a
+    name, and the lesson has exactly the solution's exercises (no notebook is run here)."""
+    solution = nbformat.read(path, as_version=4)
+    lesson = make_lesson(solution, name=path.name)
+    found = notebooks.find_exercises(solution)
+    assert [(e.name, e.cells) for e in found] == \
+        [(e.name, e.cells) for e in notebooks.find_exercises(lesson)]
+    calls = [i for i, c in enumerate(solution.cells) if c.cell_type == "code"
+             and re.search(r"\bchecks\.check_\w+\(", c.source)]
+    assert calls and set(calls) <= {e.cells[-1] for e in found}
+    for e in found:
+        assert e.name and "code cell" not in e.name, e
+        assert all(notebooks.is_solution_cell(solution.cells[i].source) for i in e.cells[:-1])
+        assert all(notebooks.is_solution_cell(lesson.cells[i].source) for i in e.cells[:-1])
+    if path.name == "01_numpy_mlp.ipynb":  # checked by an assert cell, not a check call
+        assert "mlp_loss_and_grads" in [e.name for e in found]
+
+
+def test_exercise_names_and_grouping():
+    nb = _notebook(
+        new_markdown_cell("## 1. Exercise: `one_hot` and **more**"),
+        new_code_cell("def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"),
+        new_code_cell("def g(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION"),
+        new_code_cell("checks.check_one_hot(f)\nprint('ok')"),
+        new_markdown_cell("## 2. Backprop"),
+        new_code_cell("def h(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION"),
+        new_code_cell("y = h(1)"),
+        new_code_cell("assert y == 1"),
+        new_code_cell("class K:\n    ### BEGIN SOLUTION\n    pass\n    ### END SOLUTION"),
+        new_code_cell("checks.check_adam(\n    K, weight_decay=True)"),
+        new_code_cell("checks.check_relu(relu_forward, relu_backward)"),
+    )
+    found = [(e.name, e.cells) for e in notebooks.find_exercises(nb)]
+    # nbgrader's rule (grading.roles): the first code cell after the solution cells is their
+    # test cell; a check call that follows no exercise is not an exercise of its own.
+    assert found == [("Exercise: one_hot and more", [1, 2, 3]), ("h", [5, 6]),
+                     ("check_adam(K, weight_decay=True)", [8, 9])]
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)

@@ -3,6 +3,8 @@ gradients, in float64 on small seeded inputs."""
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -535,3 +537,172 @@ def test_fit_is_deterministic_and_rejects_raw_images():
     with pytest.raises(ValueError, match="normalize"):
         nc.fit(nc.init_cnn(0), np.zeros((4, 1, 28, 28), np.uint8), y[:4], x[:2], y[:2],
                progress=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Saving and loading weights: atomic writes, safe and checked reads
+# --------------------------------------------------------------------------------------------
+
+MLP_SHAPES = {"w1": (784, 128), "b1": (128,), "w2": (128, 10), "b2": (10,)}
+
+
+def _mlp():
+    rng = np.random.default_rng(0)
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in MLP_SHAPES.items()}
+
+
+def test_save_and_load_params_round_trip(tmp_path):
+    params = nc.init_cnn(seed=3)
+    path = nc.save_params(tmp_path / "numpy_cnn.npz", params)
+    assert path == tmp_path / "numpy_cnn.npz"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["numpy_cnn.npz"]  # no temporary file
+    loaded = nc.load_params(path)
+    assert list(loaded) == list(nc.PARAM_SHAPES)
+    for k in params:
+        assert loaded[k].dtype == np.float32 and np.array_equal(loaded[k], params[k])
+    with np.load(path, allow_pickle=False) as f:  # what the lessons read with np.load
+        assert sorted(f.files) == sorted(params)
+
+
+def test_mlp_params_load_with_their_own_shapes_or_none(tmp_path):
+    mlp = _mlp()
+    path = nc.save_params(tmp_path / "numpy_mlp.npz", mlp)
+    for shapes in (None, MLP_SHAPES):
+        loaded = nc.load_params(path, shapes=shapes)
+        assert sorted(loaded) == sorted(mlp)
+        assert all(np.array_equal(loaded[k], mlp[k]) for k in mlp)
+
+
+def test_save_params_keeps_the_name_and_replaces_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "weights"  # no .npz: np.savez would have written weights.npz
+    nc.save_params(path, {"w": np.ones(3)})
+    assert path.is_file() and not (tmp_path / "weights.npz").exists()
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nc.os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        nc.save_params(path, {"w": np.zeros(3)})
+    monkeypatch.undo()
+    assert path.read_bytes() == before, "an interrupted save damaged the old file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+
+
+@pytest.mark.parametrize("params, words", [
+    ({}, "non-empty dict"),
+    ({"w": np.array([1, 2, 3])}, "float arrays"),
+    ({"w": np.array([{"a": 1}], dtype=object)}, "float arrays"),
+    ({3: np.ones(2)}, "non-empty strings"),
+])
+def test_save_params_refuses_what_is_not_weights(tmp_path, params, words):
+    with pytest.raises(ValueError, match=words):
+        nc.save_params(tmp_path / "w.npz", params)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_params_into_a_missing_folder(tmp_path):
+    with pytest.raises(nc.WeightsFileError, match="cannot write .*Does the folder"):
+        nc.save_params(tmp_path / "nope" / "w.npz", {"w": np.ones(2)})
+
+
+def _load_error(path, shapes=nc.PARAM_SHAPES) -> str:
+    with pytest.raises(nc.WeightsFileError) as info:
+        nc.load_params(path, shapes)
+    msg = str(info.value)
+    assert str(path) in msg
+    assert isinstance(info.value, ValueError) and "Traceback" not in msg
+    return msg
+
+
+def test_missing_weights_file_says_which_lesson_writes_it(tmp_path):
+    with pytest.raises(nc.MissingWeightsError) as info:
+        nc.load_params(tmp_path / "numpy_cnn.npz")
+    assert isinstance(info.value, FileNotFoundError)
+    msg = str(info.value)
+    assert "numpy_cnn.npz does not exist" in msg and "lesson 03 (03_numpy_cnn.ipynb)" in msg
+    with pytest.raises(nc.MissingWeightsError, match="lesson 01"):
+        nc.load_params(tmp_path / "numpy_mlp.npz", shapes=None)
+    with pytest.raises(nc.MissingWeightsError, match="train it again"):
+        nc.load_params(tmp_path / "mine.npz", remedy="train it again")
+    assert "is not a file" in _load_error(tmp_path)
+
+
+def _good_bytes(tmp_path) -> bytes:
+    return nc.save_params(tmp_path / "good.npz", nc.init_cnn(seed=0)).read_bytes()
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("empty", "is empty"),
+    ("a few bytes", "truncated or damaged"),
+    ("half", "truncated or damaged"),
+    ("flipped byte", "truncated or damaged"),
+    ("text", "pickled Python objects"),
+])
+def test_damaged_weights_file(tmp_path, damage, words):
+    good = _good_bytes(tmp_path)
+    content = {"empty": b"", "a few bytes": good[:5], "half": good[: len(good) // 2],
+               "text": b"these are not weights\n"}.get(damage)
+    if damage == "flipped byte":  # inside the data of the last array: the CRC catches it
+        content = bytearray(good)
+        content[len(good) - 300] ^= 0xFF
+        content = bytes(content)
+    path = tmp_path / "numpy_cnn.npz"
+    path.write_bytes(content)
+    msg = _load_error(path)
+    assert words in msg and "lesson 03" in msg
+
+
+def test_pickled_objects_are_refused_not_run(tmp_path):
+    ran = tmp_path / "ran"
+    payload = np.array([_Evil(str(ran))], dtype=object)
+    as_npy = tmp_path / "evil.npy"
+    np.save(as_npy, payload, allow_pickle=True)
+    as_npz = tmp_path / "numpy_cnn.npz"
+    np.savez(as_npz, **{**nc.init_cnn(seed=0), "conv1_b": payload})
+    for path in (as_npy, as_npz):
+        msg = _load_error(path, shapes=None)
+        assert "pickled Python objects" in msg and "refused" in msg
+    assert not ran.exists(), "loading ran code from the file"
+
+
+class _Evil:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_single_array_or_a_foreign_zip_is_not_a_weights_file(tmp_path):
+    np.save(tmp_path / "one.npy", np.ones(3))
+    assert "single array" in _load_error(tmp_path / "one.npy", shapes=None)
+    with zipfile.ZipFile(tmp_path / "other.npz", "w") as z:
+        z.writestr("readme.txt", "hello")
+    assert "not a NumPy array" in _load_error(tmp_path / "other.npz", shapes=None)
+
+
+def test_names_shapes_and_dtypes_are_checked(tmp_path):
+    mlp = nc.save_params(tmp_path / "numpy_mlp.npz", _mlp())
+    msg = _load_error(mlp)  # the MLP where the CNN is expected
+    assert "missing conv1_w" in msg and "unexpected w1, b1, w2, b2" in msg
+    assert "another network" in msg and "lesson 01" in msg
+
+    params = nc.init_cnn(seed=0)
+    params["fc1_w"] = params["fc1_w"].T.copy()
+    wrong = nc.save_params(tmp_path / "numpy_cnn.npz", params)
+    assert "fc1_w has shape (64, 576), expected (576, 64)" in _load_error(wrong)
+
+    np.savez(tmp_path / "ints.npz", w=np.arange(3))
+    assert "w has dtype int64, not floating-point" in _load_error(tmp_path / "ints.npz", None)
+    np.savez(tmp_path / "none.npz")
+    assert "holds no arrays" in _load_error(tmp_path / "none.npz", None)
+
+
+def test_an_oversized_member_is_refused_before_it_is_inflated(tmp_path):
+    big = {**nc.init_cnn(seed=0), "fc2_b": np.zeros(1_000_000, np.float32)}
+    np.savez_compressed(tmp_path / "numpy_cnn.npz", **big)
+    assert "fc2_b takes 4,000,128 bytes" in _load_error(tmp_path / "numpy_cnn.npz")

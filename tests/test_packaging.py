@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # What the course needs, by name (issue 2); the versions live in pyproject.toml.
 RUNTIME = {"numpy", "torch", "torchvision", "matplotlib", "tqdm", "nbformat"}
-DEV = {"pytest", "nbval", "nbclient", "ipykernel", "ruff"}  # plus jupyterlab or notebook
+DEV = {"pytest", "nbval", "nbclient", "ipykernel", "ruff",
+       "nbgrader"}  # plus jupyterlab or notebook
 
 
 def pyproject() -> dict:
@@ -123,3 +124,16 @@ def test_python_dash_m_help():
     assert proc.stdout.startswith("usage: mnist-course")
     for command in ("data", "train", "demo", "bench", "lessons", "check"):
         assert command in proc.stdout
+
+
+def test_live_progress_only_in_a_terminal_or_a_kernel(monkeypatch):
+    import io
+    import sys
+
+    import mnist_course
+
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not mnist_course.live_progress()          # a log file
+    monkeypatch.setitem(sys.modules, "ipykernel", object())
+    assert mnist_course.live_progress()              # a Jupyter kernel

@@ -377,11 +377,19 @@ def test_fit_records_the_learning_rate_at_the_start_of_each_epoch():
     assert [r["lr"] for r in history["epochs"]] == pytest.approx([0.01, 0.01 / 4, 0.01 / 16])
 
 
-def test_fit_shows_a_progress_bar(capsys):
+def test_fit_shows_a_progress_bar(capsys, monkeypatch):
     _, _, loader = _short_last_batch()
+    monkeypatch.setattr(tc, "live_progress", lambda: True)   # a terminal or a notebook
     tc.fit(_model(0), loader, loader, epochs=1, progress=True)
     err = capsys.readouterr().err
     assert "epoch 1/1" in err and "2/2" in err
+
+
+def test_fit_keeps_a_log_file_free_of_bars(capsys, monkeypatch):
+    _, _, loader = _short_last_batch()
+    monkeypatch.setattr(tc, "live_progress", lambda: False)  # stderr redirected to a file
+    tc.fit(_model(0), loader, loader, epochs=1, progress=True)
+    assert "epoch 1/1" not in capsys.readouterr().err
 
 
 def test_fit_is_deterministic(mnist):
@@ -414,3 +422,79 @@ def test_fit_rejects_bad_arguments(mnist):
     empty = DataLoader(TensorDataset(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.int64)))
     with pytest.raises(CourseError, match="empty"):
         tc.fit(tc.CourseCNN(), empty, test, epochs=1, progress=False)
+
+
+# ---------------------------------------------------------------------------- load_state
+
+class _Evil:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def _state_error(path, model=None) -> str:
+    with pytest.raises(tc.WeightsFileError) as info:
+        tc.load_state(path, model if model is not None else tc.CourseCNN())
+    msg = str(info.value)
+    assert str(path) in msg and "Traceback" not in msg
+    return msg
+
+
+def test_load_state_round_trip(tmp_path):
+    model = _model(seed=1)
+    torch.save(model.state_dict(), tmp_path / "course_cnn.pt")
+    fresh = tc.CourseCNN()
+    assert tc.load_state(tmp_path / "course_cnn.pt", fresh) is fresh
+    for k, v in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v)
+
+
+def test_load_state_missing_file(tmp_path):
+    with pytest.raises(tc.MissingWeightsError) as info:
+        tc.load_state(tmp_path / "course_cnn.pt", tc.CourseCNN())
+    assert isinstance(info.value, FileNotFoundError)
+    assert "course_cnn.pt does not exist" in str(info.value)
+    assert "torch.save(model.state_dict(), path)" in str(info.value)
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("empty", "is empty"),
+    ("a few bytes", "truncated or damaged"),
+    ("half", "truncated or damaged"),
+    ("text", "damaged or not a PyTorch file"),
+])
+def test_load_state_damaged_file(tmp_path, damage, words):
+    torch.save(_model().state_dict(), tmp_path / "good.pt")
+    good = (tmp_path / "good.pt").read_bytes()
+    content = {"empty": b"", "a few bytes": good[:7], "half": good[: len(good) // 2],
+               "text": b"hello, these are not weights\n"}[damage]
+    (tmp_path / "course_cnn.pt").write_bytes(content)
+    assert words in _state_error(tmp_path / "course_cnn.pt")
+
+
+def test_load_state_refuses_pickled_objects_without_running_them(tmp_path):
+    ran = tmp_path / "ran"
+    torch.save({"conv1.weight": _Evil(ran)}, tmp_path / "evil.pt")
+    msg = _state_error(tmp_path / "evil.pt")
+    assert "Python objects" in msg and "weights_only=True" in msg
+    assert not ran.exists(), "loading ran code from the file"
+
+
+def test_load_state_wrong_content(tmp_path):
+    model = _model()
+    torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "checkpoint.pt")
+    assert "training checkpoint (model, epoch)" in _state_error(tmp_path / "checkpoint.pt")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    assert "holds a list, not a state_dict" in _state_error(tmp_path / "list.pt")
+    state = model.state_dict()
+    state["fc1.weight"] = state["fc1.weight"].T.clone()
+    del state["fc2.bias"]
+    torch.save(state, tmp_path / "course_cnn.pt")
+    msg = _state_error(tmp_path / "course_cnn.pt")
+    assert "does not fit CourseCNN" in msg and "fc2.bias" in msg
+    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "other.pt")
+    assert "Unexpected key" in _state_error(tmp_path / "other.pt")

@@ -25,7 +25,7 @@ a lesson only ever writes ``checks.check_...``:
   lesson 07, with batch norm and dropout): check_my_cnn, check_sequential, check_regularized_cnn.
 - :mod:`.torch_loops` (lesson 06, the training loop): check_train_one_epoch, check_evaluate,
   check_fit, check_checkpoint.
-- :mod:`.experiments`: check_step_decay, check_random_shift.
+- :mod:`.experiments`: check_mean_std, check_step_decay, check_random_shift.
 - :mod:`._core`: the shared machinery (calling the learner's code, comparing, naming the bug).
 
 Inputs are float64, so the tolerance is tight (relative error 1e-7). Results in float32 are
@@ -37,7 +37,7 @@ from mnist_course.checks.autograd import check_sgd_step, check_torch_forward
 from mnist_course.checks.cnn import check_cnn_forward, check_cnn_loss_and_grads, check_init
 from mnist_course.checks.conv import check_conv2d_backward, check_conv2d_forward, check_maxpool2d
 from mnist_course.checks.data import check_one_hot, check_train_val_split
-from mnist_course.checks.experiments import check_random_shift, check_step_decay
+from mnist_course.checks.experiments import check_mean_std, check_random_shift, check_step_decay
 from mnist_course.checks.mlp import (
     check_linear,
     check_numerical_gradient,
@@ -70,6 +70,7 @@ __all__ = [
     "check_init",
     "check_linear",
     "check_maxpool2d",
+    "check_mean_std",
     "check_my_cnn",
     "check_numerical_gradient",
     "check_one_hot",

@@ -1,4 +1,4 @@
-"""Checks of the experiments lesson: step decay and random shifts."""
+"""Checks of the experiments lesson: the spread over seeds, step decay and random shifts."""
 
 from __future__ import annotations
 
@@ -6,6 +6,42 @@ import numpy as np
 
 from mnist_course import _oracle
 from mnist_course.checks._core import _Check, _describe
+
+
+def check_mean_std(fn) -> None:
+    """Check ``mean_std(values) -> (mean, std)``: the mean and the sample standard deviation
+    (ddof=1) of one setting's results, one number per seed, given as a list, a tuple or a 1-D
+    NumPy array. Both are returned as plain numbers and the input is left as it was."""
+    cases = [("a list of three accuracies", [0.9070, 0.9220, 0.9185]),
+             ("a NumPy array of five losses", np.array([0.31, 0.27, 0.35, 0.29, 0.30])),
+             ("a tuple of two values", (0.5, 0.75)),
+             ("three equal values", [0.98, 0.98, 0.98])]
+    chk = _Check("check_mean_std", len(cases))
+    for i, (desc, values) in enumerate(cases, 1):
+        chk.case(i, f"{desc}: {list(np.asarray(values, dtype=float))}")
+        before = np.array(values, dtype=float)
+        result = chk.call(fn, values, signature="mean_std(values) -> (mean, std)")
+        mean, std = chk.unpack(result, ("mean", "std"), "mean_std")
+        chk.unchanged(before, np.asarray(values, dtype=float),
+                      "mean_std changed its input (sorted it in place?): leave values as they are.")
+        v = before
+        n = len(v)
+        mean = chk.scalar(mean, "mean")
+        std = chk.scalar(std, "std")
+        if n > 1 and np.isclose(float(mean), v.std(ddof=1)) and np.isclose(float(std), v.mean()):
+            chk.fail("mean and std are swapped: return (mean, std), in that order.")
+        chk.compare("mean", mean, np.float64(v.mean()))
+        chk.compare("std", std, np.float64(v.std(ddof=1)), alternatives=[
+            (v.std(ddof=0), (f"the population standard deviation (ddof=0, np.std's default), "
+                             f"which divides by n = {n}: from a few seeds it underestimates the "
+                             f"spread (by a factor {np.sqrt((n - 1) / n):.2f} here). Use the "
+                             f"sample standard deviation, np.std(values, ddof=1).")),
+            (v.var(ddof=1), "the variance: take its square root (np.std(values, ddof=1))."),
+            (v.var(ddof=0), "the population variance: take the square root, with ddof=1."),
+            (np.abs(v - v.mean()).mean(), ("the mean absolute deviation: use the standard "
+                                           "deviation, np.std(values, ddof=1).")),
+        ], fallback_hint="the sample standard deviation is sqrt(sum((v - mean)**2) / (n - 1)).")
+    chk.passed()
 
 
 def check_step_decay(fn) -> None:
@@ -63,6 +99,29 @@ def _shifted(x, dy: int, dx: int, fill: float):
     out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
         x[..., max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
     return out
+
+
+def _note_direction(shifts, max_shift: int, generator, note) -> None:
+    """Compare the shifts found with the draws the exercise asks for (dy, then dx, each
+    torch.randint(-max_shift, max_shift + 1, (N,), generator=generator)). Other draw orders
+    are accepted: only a shift that is exactly the reverse or the transpose of those draws is
+    reported, because then the sign or the axis convention is what went wrong."""
+    import torch
+    n = len(shifts)
+    dy = torch.randint(-max_shift, max_shift + 1, (n,), generator=generator).tolist()
+    dx = torch.randint(-max_shift, max_shift + 1, (n,), generator=generator).tolist()
+    if shifts == list(zip(dy, dx)):
+        return
+    if shifts == [(-a, -b) for a, b in zip(dy, dx)]:
+        note("every image moved the opposite way (up by dy, left by dx): an image moved dy "
+             "down shows at its row r what the original had at row r - dy (padded row "
+             "r + max_shift - dy), not r + dy.")
+    elif shifts == list(zip(dx, dy)):
+        note("dy moved the images sideways and dx up and down: dy is the row shift (dim -2), "
+             "dx the column shift (dim -1).")
+    elif shifts == [(-b, -a) for a, b in zip(dy, dx)]:
+        note("the shifts are both reversed and swapped between rows and columns: dy moves rows "
+             "(dim -2) down, dx moves columns (dim -1) to the right.")
 
 
 @_oracle._single_thread
@@ -160,6 +219,8 @@ def check_random_shift(fn) -> None:
             note("no image moved the full max_shift=2 pixels in one of the two directions: "
                  "torch.randint's upper bound is exclusive, so use "
                  "torch.randint(-max_shift, max_shift + 1, ...).")
+        else:
+            _note_direction(shifts, 2, torch.Generator().manual_seed(1), note)
     chk.case(2, "the same input and an identically seeded generator")
     again = run(x, y, max_shift=2, generator=torch.Generator().manual_seed(1))
     if again.shape == out.shape and not torch.equal(out, again):
