@@ -43,7 +43,6 @@ import os
 import re
 import stat
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -54,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_course import CourseError, __version__, live_progress
+from mnist_course._atomic import atomic_write
 
 __all__ = [
     "FILES",
@@ -333,23 +333,12 @@ class _Stamps:
         if not self.changed:
             return
         text = json.dumps({"files": dict(sorted(self.entries.items()))}, indent=1) + "\n"
-        tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f"{STAMP_NAME}.", suffix=".part")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with atomic_write(self.folder / STAMP_NAME, "w", encoding="utf-8") as f:
                 f.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.folder / STAMP_NAME)
-            tmp = None
             self.changed = False
         except OSError:
             pass
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
 
 
 def _check_cached(folder: Path, stamps: _Stamps, rehash: bool = False) -> dict[str, str | None]:
@@ -474,25 +463,10 @@ def _verify(raw: bytes, name: str) -> None:
 def _write_atomic(folder: Path, name: str, raw: bytes) -> None:
     """Write ``raw`` to ``folder/name`` via a temporary file, fsync and an atomic rename."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
-    except OSError as exc:
-        raise _not_writable(folder, exc, name) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(folder / name) as f:
             f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, folder / name)
-        tmp = None
     except OSError as exc:
         raise _not_writable(folder, exc, name) from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     try:  # make the rename itself durable; not every platform can open a folder
         dfd = os.open(folder, os.O_RDONLY)
     except OSError:

@@ -38,6 +38,7 @@ from pathlib import Path
 import nbformat
 
 from mnist_course import CourseError, live_progress
+from mnist_course._atomic import atomic_write
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -201,7 +202,8 @@ def lesson_text(solution_path: Path) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.write_bytes(text.encode("utf-8"))
+    with atomic_write(path) as f:   # an interrupted save never leaves half a notebook
+        f.write(text.encode("utf-8"))
 
 
 def lessons_command(check: bool, solutions: str = "solutions", lessons: str = "lessons") -> int:

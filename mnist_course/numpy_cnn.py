@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 import time
 import zipfile
 import zlib
@@ -46,6 +45,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from mnist_course import CourseError, _nhwc, live_progress
+from mnist_course._atomic import atomic_write
 from mnist_course.history import EpochTotals, finish_history, new_history
 from mnist_course.optim import SGD, Adam, RMSprop
 from mnist_course.regularization import (
@@ -636,24 +636,11 @@ def save_params(path: str | os.PathLike, params: Mapping[str, np.ndarray]) -> Pa
                              "arrays (weights) only")
         arrays[name] = a
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        with atomic_write(path) as f:
+            np.savez(f, **arrays)
     except OSError as exc:
         raise WeightsFileError(f"cannot write {path}: {exc.strerror or exc}. Does the folder "
                                f"{path.parent} exist, and may you write there?") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        tmp = None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     return path
 
 

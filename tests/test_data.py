@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_course import CourseError, cli, data
+from mnist_course import CourseError, _atomic, cli, data
 
 N_TRAIN, N_TEST = 12, 5
 
@@ -482,7 +482,7 @@ def test_stamp_problems_only_cost_a_hash(mirrored, monkeypatch, stamp):
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(data.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(_atomic.tempfile, "mkstemp", refuse)
     hashed = count_hashes(monkeypatch)
     for _ in range(2):
         data.load_mnist(download=False)
@@ -711,7 +711,7 @@ def test_temp_file_cannot_be_created(tmp_path, server, synth, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(data.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(_atomic.tempfile, "mkstemp", refuse)
     msg = fetch_error(tmp_path)
     assert "the MNIST cache in" in msg and "Permission denied" in msg
 

@@ -6,15 +6,11 @@ import importlib
 import re
 import subprocess
 import sys
+import tomllib  # the course requires Python 3.11+
 from importlib import metadata
 from pathlib import Path
 
 import pytest
-
-try:
-    import tomllib  # Python 3.11+
-except ModuleNotFoundError:  # pragma: no cover (Python 3.10)
-    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,3 +133,16 @@ def test_live_progress_only_in_a_terminal_or_a_kernel(monkeypatch):
     assert not mnist_course.live_progress()          # a log file
     monkeypatch.setitem(sys.modules, "ipykernel", object())
     assert mnist_course.live_progress()              # a Jupyter kernel
+
+
+def test_lower_bounds_are_the_versions_installed_here():
+    """The README promises that every declared lower bound was tried: the environment that runs
+    the tests must not be newer in a way the bounds hide, nor older than they say."""
+    for req in pyproject()["project"]["dependencies"] + pyproject()["project"][
+            "optional-dependencies"]["dev"]:
+        name, _, rest = req.partition(">=")
+        low = rest.split(",")[0].split("#")[0].strip()
+        installed = metadata.version(name.strip())
+        got = tuple(int(p) for p in re.findall(r"\d+", installed)[:len(low.split("."))])
+        want = tuple(int(p) for p in low.split("."))
+        assert got >= want, f"{name} {installed} is older than the declared {low}"

@@ -174,3 +174,10 @@ def test_cosine_schedule_is_the_same_in_numpy_and_torch():
     assert training.cosine_factor(total, total) == 0.0
     with pytest.raises(CourseError, match="schedule"):
         training.run("torch", schedule="step")
+
+
+def test_demo_speed_sentence_calls_a_near_tie_level():
+    from mnist_course.demo import compare_speed
+    assert "about the same time (27.2 s and 27.5 s)" in compare_speed(27.5, 27.2)
+    assert "PyTorch was 1.5x faster" in compare_speed(30.0, 20.0)
+    assert "PyTorch was 2.0x slower" in compare_speed(10.0, 20.0)

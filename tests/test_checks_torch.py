@@ -1,6 +1,8 @@
-"""check_read_idx and check_idx_dataset pass correct code and name the typical mistakes.
+"""The PyTorch data and model checks (check_read_idx, check_idx_dataset, check_sequential,
+check_regularized_cnn) pass correct code and name the typical mistakes.
 
 The implementations under test are in buggy_torch.py, written independently of the package.
+(check_my_cnn is tested in test_checks.py, the training-loop checks in test_checks_torch_loops.py.)
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ CORRECT = [
     ("check_idx_dataset", B.IdxDataset),
     ("check_idx_dataset", B.IdxDatasetTensorLabels),
     ("check_idx_dataset", B.IdxDatasetPrecomputed),
+    ("check_sequential", B.make_sequential),
+    ("check_sequential", B.make_sequential_nested),
+    ("check_regularized_cnn", B.RegularizedCNN),
+    ("check_regularized_cnn", B.RegularizedCNNDeclaredOutOfOrder),
+    ("check_regularized_cnn", B.RegularizedCNNSequential),
 ]
 
 
@@ -32,8 +39,17 @@ def test_correct_implementation_passes_with_one_line(check, arg, capsys):
 
 
 def test_the_checks_are_exported():
-    for name in ("check_read_idx", "check_idx_dataset"):
+    for name in ("check_read_idx", "check_idx_dataset", "check_my_cnn", "check_sequential",
+                 "check_regularized_cnn"):
         assert name in checks.__all__
+
+
+def test_the_success_line_reports_the_parameters_and_the_rates(capsys):
+    checks.check_sequential(B.make_sequential)
+    checks.check_regularized_cnn(B.RegularizedCNN)
+    first, second = capsys.readouterr().out.splitlines()
+    assert "93,322 parameters" in first
+    assert re.search(r"93,770 parameters, measured dropout rates 0\.\d\d and 0\.\d\d", second)
 
 
 # (id, check, argument, phrase the failure message must contain: a regular expression)
@@ -77,6 +93,31 @@ BUGS = [
     ("images and labels mismatched in length", "check_idx_dataset",
      B.IdxDatasetNoLengthCheck,
      r"case 2 of 2 failed: 10 images but 9 labels[\s\S]*mismatched in length"),
+    ("missing Flatten", "check_sequential", B.sequential_no_flatten,
+     r"receives \(4, 64, 3, 3\), expected \(4, 576\)[\s\S]*nn\.Flatten\(\) is missing"),
+    ("ReLU after the last layer", "check_sequential", B.sequential_relu_last,
+     r"a ReLU after the last layer[\s\S]*Your layers: .*Linear -> ReLU\."),
+    ("pooling in the wrong place", "check_sequential", B.sequential_pool_after_conv3,
+     (r"third nn\.Conv2d \(conv3\) receives \(4, 64, 11, 11\)[\s\S]*max pooling is missing "
+     r"before conv3")),
+    ("a softmax at the end", "check_sequential", B.sequential_softmax_last,
+     r"a softmax at the end"),
+    ("not an nn.Sequential", "check_sequential", B.sequential_module_not_sequential,
+     r"should return an nn\.Sequential; it returned a Net"),
+    ("dropout in eval mode", "check_regularized_cnn", B.RegularizedCNNDropoutInEval,
+     r"case 2 of 4[\s\S]*dropout in eval mode[\s\S]*training=self\.training"),
+    ("BN placed after the ReLU", "check_regularized_cnn", B.RegularizedCNNBNAfterReLU,
+     r"BN placed after the ReLU"),
+    ("BN missing", "check_regularized_cnn", B.RegularizedCNNNoBN,
+     r"case 1 of 4[\s\S]*BatchNorm missing"),
+    ("dropout after the last layer", "check_regularized_cnn", B.RegularizedCNNDropoutLast,
+     r"case 3 of 4[\s\S]*dropout after the last layer"),
+    ("functional BN without running stats", "check_regularized_cnn",
+     B.RegularizedCNNFunctionalBN, r"batch norm without running statistics"),
+    ("dropout's keep probability", "check_regularized_cnn", B.RegularizedCNNKeepProbability,
+     r"dropout rate: 0\.\d\d[\s\S]*probability to DROP"),
+    ("dropout rate not honoured", "check_regularized_cnn", B.RegularizedCNNFixedRate,
+     r"case 4 of 4[\s\S]*expected 0\.6[\s\S]*dropout argument is ignored"),
 ]
 
 
@@ -91,7 +132,7 @@ def test_typical_bug_is_named(check, arg, phrase, capsys):
     assert "✓" not in capsys.readouterr().out
 
 
-def test_not_implemented_error_propagates_unchanged():
+def test_not_implemented_error_propagates_unchanged_from_the_data_checks():
     def stub(*args):
         raise NotImplementedError()
 
@@ -134,3 +175,59 @@ def test_a_dataset_whose_reader_fails_is_told_to_check_the_reader():
 
     with pytest.raises(AssertionError, match=r"does check_read_idx pass\?"):
         checks.check_idx_dataset(WithBrokenReader)
+
+
+def test_not_implemented_error_propagates_unchanged_from_the_model_checks():
+    def stub():
+        raise NotImplementedError()
+
+    class Stub(B.RegularizedCNN):
+        def forward(self, x):
+            raise NotImplementedError()
+
+    with pytest.raises(NotImplementedError):
+        checks.check_sequential(stub)
+    with pytest.raises(NotImplementedError):
+        checks.check_regularized_cnn(Stub)
+
+
+def test_a_wrong_layer_size_is_named():
+    def wrong():
+        layers = list(B.make_sequential())
+        layers[3] = torch.nn.Conv2d(64, 32, 3)
+        return torch.nn.Sequential(*layers)
+
+    with pytest.raises(AssertionError, match=r"second nn\.Conv2d \(conv2\) has weight shape "
+                                             r"\(32, 64, 3, 3\)[\s\S]*swapped"):
+        checks.check_sequential(wrong)
+
+
+def test_a_missing_relu_is_named():
+    def no_relu():
+        layers = list(B.make_sequential())
+        del layers[10]
+        return torch.nn.Sequential(*layers)
+
+    with pytest.raises(AssertionError, match=r"nn\.ReLU\(\) after fc1 is missing"):
+        checks.check_sequential(no_relu)
+
+
+@pytest.mark.parametrize("check, arg", [(checks.check_sequential, B.make_sequential),
+                                        (checks.check_regularized_cnn, B.RegularizedCNN),
+                                        (checks.check_regularized_cnn, B.RegularizedCNNNoBN)])
+def test_the_checks_leave_the_global_torch_state_alone(check, arg):
+    torch.manual_seed(123)
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
+    try:
+        check(arg)
+    except AssertionError:
+        pass
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.get_num_threads() == threads
+
+
+def test_the_regularized_check_is_deterministic(capsys):
+    checks.check_regularized_cnn(B.RegularizedCNN)
+    checks.check_regularized_cnn(B.RegularizedCNN)
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == second
