@@ -46,7 +46,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         progress=not args.no_progress,
         on_epoch=on_epoch,
+        save=args.save,
     )
+    if result["saved"]:
+        how = ("numpy_cnn.load_params(path)" if args.impl == "numpy"
+               else "torch.load(path, weights_only=True) or torch_cnn.load_state(path, model)")
+        print(f"saved the final weights to {result['saved']} (read them with {how})")
     print(f"{args.impl}: test accuracy {result['test_accuracy']:.4f} after {args.epochs} epoch(s), "
           f"{result['seconds_per_epoch']:.1f} s per epoch")
     if args.json:
@@ -125,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end with one JSON line: impl, epochs, test_accuracy, train_seconds, "
                         "seconds_per_epoch, params")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    t.add_argument("--save", default=None, metavar="PATH",
+                   help="write the final weights there: .npz for numpy, a CourseCNN state_dict "
+                        "(torch.save) for torch")
     t.set_defaults(func=_cmd_train)
 
     m = sub.add_parser("demo", help="train NumPy then PyTorch and compare them")

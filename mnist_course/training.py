@@ -4,15 +4,19 @@ Both implementations start from the very same weights, ``numpy_cnn.init_cnn(seed
 same normalised data and use Adam with the same learning rate, decayed along the same cosine, so
 their results can be compared side by side. Both are scored on the TEST set after each epoch, so
 their histories (see ``mnist_course.history``) have ``test_acc`` rows and ``test_accuracy``.
-``run`` returns that history plus ``impl``, ``epochs``, ``params`` and ``device``.
+``run`` returns that history plus ``impl``, ``epochs``, ``params``, ``device`` and ``saved``
+(``--save``: the final weights, written atomically).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 from mnist_course import CourseError
+from mnist_course._atomic import atomic_write
 from mnist_course.history import eval_name_of
 
 __all__ = ["IMPLS", "SCHEDULES", "cosine_factor", "format_epoch", "run"]
@@ -63,7 +67,8 @@ def _validate(impl, epochs, batch_size, lr, limit, schedule) -> None:
 
 def run(impl: str, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
         device: str = "auto", limit: int | None = None, progress: bool = True,
-        on_epoch: Callable[[dict], None] | None = None, schedule: str = "cosine") -> dict:
+        on_epoch: Callable[[dict], None] | None = None, schedule: str = "cosine",
+        save: str | os.PathLike | None = None) -> dict:
     """Train the course CNN with ``impl`` ("numpy" or "torch") on MNIST and return its history.
 
     - epochs, batch_size, lr: Adam starting at this learning rate, minibatches of this size.
@@ -76,26 +81,49 @@ def run(impl: str, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, s
       NumPy always runs on the CPU.
     - limit: train on the first ``limit`` training images (the test set stays whole).
     - progress: show a progress bar per epoch; on_epoch(row) is called after each epoch.
+    - save: a file for the final weights, written atomically after training: for "numpy" an
+      ``.npz`` of the parameter dict (read it with ``numpy_cnn.load_params``), for "torch" a
+      ``CourseCNN`` state_dict on the CPU (``torch.load(path, weights_only=True)``, or
+      ``torch_cnn.load_state``). Its folder is checked before training starts.
 
     Returns the history dict of the implementation's ``fit`` (``epochs``, ``step_loss``,
     ``test_accuracy``, ``train_seconds``, ``seconds_per_epoch``; rows with ``epoch``, ``loss``
     (mean per sample), ``train_acc``, ``test_acc``, ``seconds``, and for torch also
     ``test_loss`` and ``lr``) plus ``impl``, ``epochs`` (the number),
-    ``params`` (93,322) and ``device``. Since ``epochs`` is now the number, the untouched history
+    ``params`` (93,322), ``device`` and ``saved`` (the path written, or None). Since ``epochs`` is now the number, the untouched history
     (with its per-epoch rows, what ``plots.plot_history`` draws) stays available as ``history``.
     """
     _validate(impl, epochs, batch_size, lr, limit, schedule)
+    if save is not None:
+        _check_writable(Path(save))
     cosine = schedule == "cosine"
     if impl == "numpy":
-        history, n_params, dev = _run_numpy(epochs, batch_size, lr, seed, limit, progress,
-                                            on_epoch, cosine)
+        history, n_params, dev, write = _run_numpy(epochs, batch_size, lr, seed, limit,
+                                                   progress, on_epoch, cosine)
     else:
-        history, n_params, dev = _run_torch(epochs, batch_size, lr, seed, device, limit,
-                                            progress, on_epoch, cosine)
+        history, n_params, dev, write = _run_torch(epochs, batch_size, lr, seed, device, limit,
+                                                   progress, on_epoch, cosine)
+    if save is not None:
+        write(Path(save))
     result = dict(history)
     result["history"] = history  # keeps the per-epoch list that "epochs" now shadows
-    result.update(impl=impl, epochs=int(epochs), params=int(n_params), device=dev)
+    result.update(impl=impl, epochs=int(epochs), params=int(n_params), device=dev,
+                  saved=None if save is None else str(save))
     return result
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before training, not after it, when the weights could not be written."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise CourseError(f"--save {path}: that is a folder; give a file name, e.g. "
+                          f"{path / 'course_cnn.npz'}")
+    if not folder.is_dir():
+        raise CourseError(f"--save {path}: the folder {folder} does not exist; create it first "
+                          f"(mkdir -p {folder})")
+    if not os.access(folder, os.W_OK):
+        raise CourseError(f"--save {path}: the folder {folder} is not writable; choose another "
+                          "place")
 
 
 def _run_numpy(epochs, batch_size, lr, seed, limit, progress, on_epoch, cosine):
@@ -112,7 +140,7 @@ def _run_numpy(epochs, batch_size, lr, seed, limit, progress, on_epoch, cosine):
     history = numpy_cnn.fit(params, data.normalize(x_train), y_train, data.normalize(x_test),
                             y_test, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                             seed=seed, progress=progress, on_epoch=on_epoch)
-    return history, n_params, "cpu"
+    return history, n_params, "cpu", lambda path: numpy_cnn.save_params(path, params)
 
 
 def _run_torch(epochs, batch_size, lr, seed, device, limit, progress, on_epoch, cosine):
@@ -137,7 +165,13 @@ def _run_torch(epochs, batch_size, lr, seed, device, limit, progress, on_epoch, 
     history = torch_cnn.fit(model, train_loader, test_loader, epochs=epochs, optimizer=optimizer,
                             scheduler=scheduler, device=dev, progress=progress, on_epoch=on_epoch,
                             eval_name="test")
-    return history, torch_cnn.count_params(model), str(dev)
+
+    def write(path: Path) -> None:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # loads anywhere
+        with atomic_write(path) as f:
+            torch.save(state, f)
+
+    return history, torch_cnn.count_params(model), str(dev), write
 
 
 def format_epoch(row: dict, epochs: int) -> str:

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from mnist_course import CourseError, cli, demo, training
+from mnist_course import CourseError, cli, data, demo, numpy_cnn, torch_cnn, training
 
 CONTRACT_KEYS = {"impl", "epochs", "test_accuracy", "train_seconds", "seconds_per_epoch",
                  "params"}
@@ -40,9 +40,10 @@ def test_run_torch_returns_history_and_contract_keys(torch_run):
 
 
 @pytest.mark.parametrize("impl", ["torch", "numpy"])
-def test_cli_train_json(capsys, mnist_raw, torch_run, impl):
+def test_cli_train_json(capsys, mnist_raw, torch_run, impl, tmp_path):
+    weights = tmp_path / ("w.npz" if impl == "numpy" else "w.pt")
     code, out, err = _train_cli(capsys, impl, "--limit", "1000", "--epochs", "1",
-                                "--device", "cpu")
+                                "--device", "cpu", "--save", str(weights))
     assert code == 0, err
     lines = out.strip().splitlines()
     assert lines[0].startswith("epoch 1/1  loss ")
@@ -54,6 +55,30 @@ def test_cli_train_json(capsys, mnist_raw, torch_run, impl):
     assert result["seconds_per_epoch"] == pytest.approx(result["train_seconds"])
     if impl == "torch":  # same seed, same subset: the very same figure as training.run
         assert result["test_accuracy"] == torch_run["test_accuracy"]
+    # --save: the file holds the final weights, which score exactly what was reported
+    assert f"saved the final weights to {weights}" in out
+    assert [p.name for p in tmp_path.iterdir()] == [weights.name]  # no temporary file left
+    (_, _), (x_test, y_test) = data.load_mnist()
+    if impl == "numpy":
+        params = numpy_cnn.load_params(weights)
+        acc = float((numpy_cnn.predict(params, data.normalize(x_test)) == y_test).mean())
+    else:
+        model = torch_cnn.load_state(weights, torch_cnn.CourseCNN())
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
+            torch.from_numpy(data.normalize(x_test)), torch.from_numpy(y_test)), batch_size=1000)
+        acc = torch_cnn.evaluate(model, loader)[1]
+    assert acc == result["test_accuracy"]
+
+
+@pytest.mark.parametrize("target, words", [("no/such/folder/w.npz", "does not exist"),
+                                           (".", "that is a folder")])
+def test_cli_train_save_refuses_a_bad_path_before_training(capsys, tmp_path, monkeypatch,
+                                                            target, words):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(training, "_run_numpy", lambda *a: pytest.fail("trained anyway"))
+    code = cli.main(["train", "numpy", "--save", target])
+    err = capsys.readouterr().err
+    assert code == 1 and words in err and "Traceback" not in err
 
 
 class _Stop(Exception):
