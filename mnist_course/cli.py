@@ -47,6 +47,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         on_epoch=on_epoch,
         save=args.save,
+        nproc=args.nproc,
     )
     if result["saved"]:
         how = ("numpy_cnn.load_params(path)" if args.impl == "numpy"
@@ -56,6 +57,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"{result['seconds_per_epoch']:.1f} s per epoch")
     if args.json:
         keys = ("impl", "epochs", "test_accuracy", "train_seconds", "seconds_per_epoch", "params")
+        if args.nproc is not None:
+            keys += ("world_size",)
         print(json.dumps({k: result[k] for k in keys}))
     return 0
 
@@ -130,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end with one JSON line: impl, epochs, test_accuracy, train_seconds, "
                         "seconds_per_epoch, params")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    t.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="torch only: N processes through torch.distributed (gloo, CPU); "
+                        "--batch-size is the global batch")
     t.add_argument("--save", default=None, metavar="PATH",
                    help="write the final weights there: .npz for numpy, a CourseCNN state_dict "
                         "(torch.save) for torch")
