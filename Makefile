@@ -12,8 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-test: $(STAMP)  ## unit tests + every solution notebook (nbval)
-	$(BIN)/python -m pytest
+# The unit tests run on 2 workers (pytest-xdist): they are independent, and most of their time is
+# spent starting kernels and processes. The notebooks run one after another, in order: lesson 03
+# reads the MLP that lesson 01 saves.
+test: $(STAMP)  ## unit tests (2 workers) + every solution notebook (nbval), in order
+	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest solutions
 
 demo: $(STAMP)  ## fetch MNIST, train NumPy then PyTorch, compare
 	$(BIN)/mnist-course demo
