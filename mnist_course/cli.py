@@ -15,6 +15,8 @@ import sys
 
 from mnist_course import CourseError, __version__
 
+__all__ = ["build_parser", "main"]
+
 
 def _cmd_data(args: argparse.Namespace) -> int:
     from mnist_course import data

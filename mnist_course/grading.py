@@ -49,6 +49,8 @@ from mnist_course.notebooks import (
     strip_solutions,
 )
 
+__all__ = ["Role", "annotate", "main", "roles", "stray_markers", "summary", "write_source"]
+
 SCHEMA_VERSION = 3
 KEY = "nbgrader"
 # Files a lesson reads that an earlier lesson writes next to its notebook. nbgrader gives every

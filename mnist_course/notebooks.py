@@ -40,6 +40,14 @@ import nbformat
 from mnist_course import CourseError, live_progress
 from mnist_course._atomic import atomic_write
 
+__all__ = [
+    "Exercise", "NotGradableError", "NotebookError", "check_command", "clean_notebook",
+    "clean_outputs", "clean_stream_text", "execute_notebook", "find_exercises",
+    "find_machine_paths", "first_error", "grade", "has_solution", "is_solution_cell", "kernel_env",
+    "lesson_text", "lessons_command", "main", "make_lesson", "read_gradable", "read_notebook",
+    "render", "run_cells", "strip_solutions"
+]
+
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")

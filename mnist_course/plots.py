@@ -12,6 +12,8 @@ import numpy as np
 
 from mnist_course.history import eval_name_of
 
+__all__ = ["confusion_matrix", "plot_confusion", "plot_history", "precision_recall", "show_digits"]
+
 
 def _plt():
     import matplotlib.pyplot as plt
