@@ -12,6 +12,10 @@ All three get the same batch (random normalised-looking images: speed does not d
 pixel values), the same weights and the same number of threads (torch is set to use as many
 threads as NumPy's BLAS). Each is timed in its own block after a warm-up; the report gives the
 median of each and their ratios.
+
+``mnist-course bench --nproc N`` measures data parallelism instead (:func:`run_processes`): one
+epoch over the first 6,400 training images (100 global batches of 64) with 1 and with N
+processes through ``torch.distributed``, reported as steps per second.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import time
 
 import numpy as np
 
-__all__ = ["blas_threads", "format_result", "run", "step_flops"]
+__all__ = ["blas_threads", "format_processes", "format_result", "run", "run_processes",
+           "step_flops"]
 
 
 def blas_threads() -> int:
@@ -181,3 +186,28 @@ def format_result(d: dict) -> str:
          f"fused/torch {d['ratio']:.2f}"),
         f"  peak memory of this process: {d['peak_rss_mb']:.0f} MB",
     ])
+
+
+def run_processes(nproc: int, images: int = 6400, batch_size: int = 64) -> dict:
+    """Steps per second of data-parallel training (gloo, CPU) with 1 and with ``nproc``
+    processes: one epoch over the first ``images`` training images, global batch
+    ``batch_size``, constant learning rate. Start-up and test-set scoring are not counted."""
+    from mnist_course import distributed
+
+    out = {"images": images, "batch_size": batch_size, "steps_per_second": {}}
+    for n in sorted({1, nproc}):
+        history = distributed.run(n, epochs=1, batch_size=batch_size, limit=images,
+                                  cosine=False, device="cpu", verbose=False)
+        out["steps_per_second"][n] = history["steps_per_second"]
+    return out
+
+
+def format_processes(d: dict) -> str:
+    """The report of :func:`run_processes`, one line per number of processes."""
+    sps = d["steps_per_second"]
+    lines = [(f"data-parallel training (gloo, CPU), {d['images']:,} images, global batch "
+              f"{d['batch_size']}, constant learning rate")]
+    for n, value in sps.items():
+        lines.append(f"  {n} process{'es' if n > 1 else '  '}  {value:6.1f} steps/s"
+                     + (f"  ({value / sps[1]:.2f}x the single process)" if n > 1 else ""))
+    return "\n".join(lines)

@@ -51,6 +51,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         save=args.save,
         nproc=args.nproc,
     )
+    if result is None:           # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     if result["saved"]:
         how = ("numpy_cnn.load_params(path)" if args.impl == "numpy"
                else "torch.load(path, weights_only=True) or torch_cnn.load_state(path, model)")
@@ -79,6 +81,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             return 2
     from mnist_course import bench
 
+    if args.nproc is not None:
+        if args.nproc < 1:
+            print(f"mnist-course bench: error: --nproc must be at least 1, got {args.nproc}",
+                  file=sys.stderr)
+            return 2
+        result = bench.run_processes(args.nproc, batch_size=args.batch_size)
+        print(json.dumps(result) if args.json else bench.format_processes(result))
+        return 0
     result = bench.run(batch_size=args.batch_size, steps=args.steps)
     if args.json:
         print(json.dumps(result))
@@ -154,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--steps", type=int, default=20)
+    b.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="instead: steps per second of data-parallel training with 1 and N "
+                        "processes (torch.distributed, gloo)")
     b.set_defaults(func=_cmd_bench)
 
     le = sub.add_parser("lessons", help="regenerate lessons/ from solutions/")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from mnist_course import CourseError
 
-__all__ = ["find_free_port", "run", "under_torchrun"]
+__all__ = ["LAUNCHER_VARS", "choose_backend", "find_free_port", "run", "under_torchrun"]
 
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -57,14 +57,38 @@ def _check_port(host: str, port: int) -> None:
             ) from None
 
 
-def run(nproc: int, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-        limit: int | None = None, cosine: bool = True, save: Path | None = None) -> dict:
-    """Train the course CNN with ``nproc`` processes (gloo, CPU) and return rank 0's history.
+def choose_backend(device: str, nproc: int) -> tuple[str, str]:
+    """``(backend, device type)`` for ``nproc`` processes on this machine: ``("nccl", "cuda")``
+    when every process can have its own GPU (``device`` "auto" or "cuda"), else
+    ``("gloo", "cpu")``. Apple's MPS has no collective backend, so "auto" uses the CPU there.
+    Raises CourseError for "cuda" without enough GPUs, or a device DDP cannot use."""
+    import torch
 
+    if device not in ("auto", "cpu", "cuda"):
+        raise CourseError(f"--nproc runs on the CPU (gloo) or one GPU per process (nccl); "
+                          f"--device {device} is not supported with it")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device == "cuda" and gpus < nproc:
+        raise CourseError(f"--device cuda with {nproc} processes needs {nproc} GPUs, one per "
+                          f"process; this machine has {gpus}. Use --device cpu (gloo)")
+    if device != "cpu" and gpus >= nproc:
+        return "nccl", "cuda"
+    return "gloo", "cpu"
+
+
+def run(nproc: int, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+        limit: int | None = None, cosine: bool = True, save: Path | None = None,
+        device: str = "auto", verbose: bool = True) -> dict | None:
+    """Train the course CNN with ``nproc`` processes and return rank 0's history.
+
+    The backend is gloo on the CPU, or nccl with one GPU per process when there are enough
+    (:func:`choose_backend`; nccl is written for but has not been run by the course: no GPU here).
     The history has the keys of ``torch_cnn.fit`` with ``test_acc`` rows (``loss`` is the mean
-    per sample over ALL ranks' images), plus ``world_size``. ``batch_size`` is the global batch
-    and must be a multiple of ``nproc``. Rank 0 prints one line per epoch and, with ``save``,
-    writes the final ``state_dict`` there (CPU tensors).
+    per sample over ALL ranks' images), plus ``world_size``, ``backend`` and
+    ``steps_per_second``. ``batch_size`` is the global batch and must be a multiple of
+    ``nproc``. Rank 0 prints one line per epoch (unless ``verbose`` is False) and, with ``save``,
+    writes the final ``state_dict`` there (CPU tensors). Under torchrun this process is one rank:
+    ranks other than 0 return None.
     """
     if nproc < 1:
         raise CourseError(f"--nproc must be at least 1, got {nproc}")
@@ -72,13 +96,17 @@ def run(nproc: int, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, 
         raise CourseError(f"--batch-size {batch_size} is the global batch: it must split evenly "
                           f"over --nproc {nproc} processes (try {nproc * max(1, batch_size // nproc)})")
     config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-              "limit": limit, "cosine": cosine, "save": None if save is None else str(save)}
+              "limit": limit, "cosine": cosine, "save": None if save is None else str(save),
+              "verbose": verbose}
     if under_torchrun():
         world = int(os.environ["WORLD_SIZE"])
         if world != nproc:
             raise CourseError(f"torchrun started {world} processes but --nproc is {nproc}: "
                               "give the same number to both (or leave --nproc out)")
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world))   # processes on this machine
+        config["backend"], config["device"] = choose_backend(device, local)
         return _worker(int(os.environ["RANK"]), world, None, config)
+    config["backend"], config["device"] = choose_backend(device, nproc)
     import torch.multiprocessing as mp
 
     from mnist_course import data
@@ -114,14 +142,22 @@ def _worker(rank: int, world: int, address, config: dict) -> dict | None:
     from mnist_course._atomic import atomic_write
     from mnist_course.history import EpochTotals, finish_history, new_history
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # share the cores
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if config["device"] == "cuda":                  # one GPU per process (nccl)
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:                                           # processes share the cores (gloo)
+        device = torch.device("cpu")
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     init = "env://" if address is None else f"tcp://{address[0]}:{address[1]}"
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    dist.init_process_group(config["backend"], init_method=init, rank=rank, world_size=world)
     try:
         torch.manual_seed(config["seed"])
         model = torch_cnn.CourseCNN()
         torch_cnn.load_numpy_params(model, numpy_cnn.init_cnn(config["seed"]))
-        ddp = DistributedDataParallel(model)
+        model.to(device)
+        ddp = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda"
+                                      else None)
         (x_train, y_train), (x_test, y_test) = data.load_mnist()
         if config["limit"] is not None:
             x_train, y_train = x_train[:config["limit"]], y_train[:config["limit"]]
@@ -142,27 +178,29 @@ def _worker(rank: int, world: int, address, config: dict) -> dict | None:
         for epoch in range(1, config["epochs"] + 1):
             sampler.set_epoch(epoch)        # a new shuffle each epoch, the same on every rank
             start = time.perf_counter()
-            totals, step_loss = torch_cnn._run_epoch(ddp, loader, F.cross_entropy,
-                                                     torch.device("cpu"), optimizer, scheduler)
+            totals, step_loss = torch_cnn._run_epoch(ddp, loader, F.cross_entropy, device,
+                                                     optimizer, scheduler)
             sums = torch.tensor([totals.loss_sum, totals.correct, totals.seen],
-                                dtype=torch.float64)
+                                dtype=torch.float64, device=device)  # nccl: on the GPU
             dist.all_reduce(sums)           # every rank's images count in the epoch's figures
             seconds = time.perf_counter() - start
             if rank == 0:
                 everyone = EpochTotals()
                 everyone.add(float(sums[0]) / float(sums[2]), int(sums[1]), int(sums[2]))
-                _, test_acc = torch_cnn.evaluate(model, test_loader)
+                _, test_acc = torch_cnn.evaluate(model, test_loader, device=device)
                 row = {"epoch": epoch, "loss": everyone.mean_loss,
                        "train_acc": everyone.accuracy, "test_acc": test_acc,
                        "lr": float(optimizer.param_groups[0]["lr"]), "seconds": seconds}
                 history["epochs"].append(row)
                 history["step_loss"] += step_loss
-                print(training.format_epoch(row, config["epochs"]), flush=True)
+                if config["verbose"]:
+                    print(training.format_epoch(row, config["epochs"]), flush=True)
             dist.barrier()                  # the others wait while rank 0 scores
         if rank != 0:
             return None
         history = finish_history(history, "test")
         history["world_size"] = world
+        history["backend"] = config["backend"]
         history["steps_per_second"] = (config["epochs"] * len(loader)) / history["train_seconds"]
         if config["save"]:
             with atomic_write(config["save"]) as f:

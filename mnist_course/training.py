@@ -68,7 +68,7 @@ def _validate(impl, epochs, batch_size, lr, limit, schedule) -> None:
 def run(impl: str, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
         device: str = "auto", limit: int | None = None, progress: bool = True,
         on_epoch: Callable[[dict], None] | None = None, schedule: str = "cosine",
-        save: str | os.PathLike | None = None, nproc: int | None = None) -> dict:
+        save: str | os.PathLike | None = None, nproc: int | None = None) -> dict | None:
     """Train the course CNN with ``impl`` ("numpy" or "torch") on MNIST and return its history.
 
     - epochs, batch_size, lr: Adam starting at this learning rate, minibatches of this size.
@@ -83,7 +83,8 @@ def run(impl: str, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, s
     - progress: show a progress bar per epoch; on_epoch(row) is called after each epoch.
     - nproc: torch only: train with this many processes through ``torch.distributed`` (gloo,
       on the CPU; see :mod:`mnist_course.distributed`); ``batch_size`` is then the global batch.
-      The result gains ``world_size``. None (the default): one process, no process group.
+      The result gains ``world_size``; under torchrun, ranks other than 0 get None. None (the
+      default): one process, no process group.
     - save: a file for the final weights, written atomically after training: for "numpy" an
       ``.npz`` of the parameter dict (read it with ``numpy_cnn.load_params``), for "torch" a
       ``CourseCNN`` state_dict on the CPU (``torch.load(path, weights_only=True)``, or
@@ -103,17 +104,17 @@ def run(impl: str, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, s
     if nproc is not None:
         if impl != "torch":
             raise CourseError("--nproc trains with torch.distributed: use `train torch --nproc N`")
-        if device not in ("auto", "cpu"):
-            raise CourseError(f"--nproc runs on the CPU (gloo); --device {device} is not "
-                              "supported with it")
         from mnist_course import distributed
 
         history = distributed.run(nproc, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                                  limit=limit, cosine=cosine,
+                                  limit=limit, cosine=cosine, device=device,
                                   save=None if save is None else Path(save))
+        if history is None:      # a rank other than 0 under torchrun: rank 0 reports
+            return None
         result = dict(history)
         result["history"] = history
-        result.update(impl=impl, epochs=int(epochs), params=93_322, device="cpu",
+        result.update(impl=impl, epochs=int(epochs), params=93_322,
+                      device="cuda" if history["backend"] == "nccl" else "cpu",
                       saved=None if save is None else str(save))
         return result
     if impl == "numpy":

@@ -52,3 +52,17 @@ def test_cli_bench_bad_sizes_are_a_one_line_usage_error(capsys, argv, option):
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and option in lines[0] and "at least 1" in lines[0]
     assert lines[0].startswith("mnist-course bench: error:")
+
+
+def test_processes_report_names_each_count_and_the_ratio():
+    text = bench.format_processes({"images": 6400, "batch_size": 64,
+                                   "steps_per_second": {1: 32.0, 2: 16.0}})
+    assert "6,400 images, global batch 64" in text
+    assert "1 process  " in text and "32.0 steps/s" in text
+    assert "2 processes" in text and "(0.50x the single process)" in text
+
+
+def test_bench_nproc_0_is_a_one_line_error(capsys):
+    assert cli.main(["bench", "--nproc", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--nproc must be at least 1" in err and "Traceback" not in err

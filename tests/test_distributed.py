@@ -1,8 +1,8 @@
 """`mnist-course train torch --nproc N`: data parallelism with torch.distributed (gloo, CPU).
 
-One real run with 2 processes (they take ~10 s to start on 2 cores, so there is only one): its
-weights must equal one process training on the same global batches, and the errors that need no
-process group are checked without starting any.
+Two real runs, with 2 processes and with 1 (each takes ~8 s to start on 2 cores), must give the
+same weights, which one plain process computes too on the same global batches; the errors that
+need no process group are checked without starting any.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from mnist_course import CourseError, cli, data, distributed, numpy_cnn, torch_cnn, training
+from mnist_course import CourseError, cli, data, distributed, numpy_cnn, torch_cnn
 
 LIMIT = 256  # 4 global batches of 64: each of the 2 ranks computes 32 images per step
 
@@ -30,34 +30,43 @@ def _one_process_reference() -> dict:
     torch.manual_seed(0)
     model = torch_cnn.load_numpy_params(torch_cnn.CourseCNN(), numpy_cnn.init_cnn(0))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: training.cosine_factor(step, len(loader)))
-    torch_cnn.train_one_epoch(model, loader, opt, scheduler=sched)
+    torch_cnn.train_one_epoch(model, loader, opt)   # --schedule constant
     return model.state_dict()
 
 
-def test_two_processes_train_exactly_what_one_process_trains(capfd, mnist_raw, tmp_path):
-    weights = tmp_path / "ddp.pt"
-    code = cli.main(["train", "torch", "--nproc", "2", "--limit", str(LIMIT), "--epochs", "1",
-                     "--json", "--no-progress", "--save", str(weights)])
+def _train(capfd, nproc: int, weights) -> dict:
+    code = cli.main(["train", "torch", "--nproc", str(nproc), "--limit", str(LIMIT),
+                     "--epochs", "1", "--schedule", "constant", "--json", "--no-progress",
+                     "--device", "cpu", "--save", str(weights)])
     out = capfd.readouterr().out                 # capfd: the ranks print from child processes
     assert code == 0
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["world_size"] == 2 and result["params"] == 93_322 and result["epochs"] == 1
     assert out.count("epoch 1/1") == 1          # rank 0 alone prints the epoch line
-    ddp = torch.load(weights, weights_only=True)
-    ref = _one_process_reference()
-    assert set(ddp) == set(ref)
-    diff = max((ddp[k] - ref[k]).abs().max().item() for k in ref)
-    assert diff <= 1e-4, diff
-    assert diff > 0 or all(torch.equal(ddp[k], ref[k]) for k in ref)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert set(a) == set(b)
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_two_processes_train_exactly_what_one_process_trains(capfd, mnist_raw, tmp_path):
+    two = _train(capfd, 2, tmp_path / "a.pt")
+    one = _train(capfd, 1, tmp_path / "b.pt")
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert two["params"] == 93_322 and two["epochs"] == 1
+    a = torch.load(tmp_path / "a.pt", weights_only=True)
+    b = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert _max_diff(a, b) <= 1e-4
+    # ...and both are what one plain process computes on the same global batches
+    assert _max_diff(b, _one_process_reference()) <= 1e-4
 
 
 @pytest.mark.parametrize("args, words", [
     (["train", "torch", "--nproc", "2", "--batch-size", "63"], "must split evenly"),
     (["train", "torch", "--nproc", "0"], "at least 1"),
     (["train", "numpy", "--nproc", "2"], "use `train torch --nproc N`"),
-    (["train", "torch", "--nproc", "2", "--device", "cuda"], "runs on the CPU"),
+    (["train", "torch", "--nproc", "2", "--device", "cuda"], "needs 2 GPUs, one per process"),
+    (["train", "torch", "--nproc", "2", "--device", "mps"], "--device mps is not supported"),
 ])
 def test_bad_nproc_arguments_are_one_line_errors(capsys, args, words):
     assert cli.main(args) == 1
@@ -86,3 +95,16 @@ def test_torchrun_variables_make_this_process_one_rank(monkeypatch):
     assert distributed.under_torchrun()
     with pytest.raises(CourseError, match="torchrun started 3 processes but --nproc is 2"):
         distributed.run(2, epochs=1)
+
+
+@pytest.mark.parametrize("gpus, device, nproc, expected", [
+    (0, "auto", 2, ("gloo", "cpu")),
+    (2, "auto", 2, ("nccl", "cuda")),
+    (1, "auto", 2, ("gloo", "cpu")),     # not one GPU per process: the CPU
+    (4, "cpu", 2, ("gloo", "cpu")),
+])
+def test_backend_is_nccl_only_with_one_gpu_per_process(monkeypatch, gpus, device, nproc,
+                                                       expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert distributed.choose_backend(device, nproc) == expected
