@@ -26,6 +26,8 @@ a lesson only ever writes ``checks.check_...``:
 - :mod:`.torch_loops` (lesson 06, the training loop): check_train_one_epoch, check_evaluate,
   check_fit, check_checkpoint.
 - :mod:`.experiments`: check_mean_std, check_step_decay, check_random_shift.
+- :mod:`.distributed` (lesson 08, data parallelism): check_shard_batch,
+  check_average_gradients, check_rank_indices.
 - :mod:`._core`: the shared machinery (calling the learner's code, comparing, naming the bug).
 
 Inputs are float64, so the tolerance is tight (relative error 1e-7). Results in float32 are
@@ -37,6 +39,11 @@ from mnist_course.checks.autograd import check_sgd_step, check_torch_forward
 from mnist_course.checks.cnn import check_cnn_forward, check_cnn_loss_and_grads, check_init
 from mnist_course.checks.conv import check_conv2d_backward, check_conv2d_forward, check_maxpool2d
 from mnist_course.checks.data import check_one_hot, check_train_val_split
+from mnist_course.checks.distributed import (
+    check_average_gradients,
+    check_rank_indices,
+    check_shard_batch,
+)
 from mnist_course.checks.experiments import check_mean_std, check_random_shift, check_step_decay
 from mnist_course.checks.mlp import (
     check_linear,
@@ -57,6 +64,7 @@ from mnist_course.checks.torch_nn import check_my_cnn, check_regularized_cnn, ch
 
 __all__ = [
     "check_adam",
+    "check_average_gradients",
     "check_batchnorm2d",
     "check_checkpoint",
     "check_cnn_forward",
@@ -75,6 +83,7 @@ __all__ = [
     "check_numerical_gradient",
     "check_one_hot",
     "check_random_shift",
+    "check_rank_indices",
     "check_read_idx",
     "check_regularized_cnn",
     "check_relu",
@@ -82,6 +91,7 @@ __all__ = [
     "check_sequential",
     "check_sgd",
     "check_sgd_step",
+    "check_shard_batch",
     "check_softmax_cross_entropy",
     "check_step_decay",
     "check_torch_forward",
