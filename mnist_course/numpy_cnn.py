@@ -686,6 +686,16 @@ def _read_npz(path: Path, shapes: Mapping[str, tuple] | None, fix: str) -> dict:
     return params
 
 
+def key_mismatch(expected, got) -> str | None:
+    """How the names of ``got`` differ from those of ``expected`` ("missing a, b; unexpected c"),
+    or None when they are the same set. Used wherever a parameter dict is checked."""
+    missing = [str(k) for k in expected if k not in got]
+    unexpected = [str(k) for k in got if k not in expected]
+    parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
+            ([f"unexpected {', '.join(unexpected)}"] if unexpected else [])
+    return "; ".join(parts) or None
+
+
 def load_params(path: str | os.PathLike, shapes: Mapping[str, tuple] | None = PARAM_SHAPES, *,
                 remedy: str | None = None) -> dict[str, np.ndarray]:
     """Load weights saved by :func:`save_params` (or ``np.savez``) as a dict of float arrays.
@@ -722,16 +732,10 @@ def load_params(path: str | os.PathLike, shapes: Mapping[str, tuple] | None = PA
                                    f"weights. {fix}")
     if shapes is None:
         return params
-    missing = [k for k in shapes if k not in params]
-    unexpected = [k for k in params if k not in shapes]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected)}")
+    mismatch = key_mismatch(shapes, params)
+    if mismatch:
         raise WeightsFileError(
-            f"{path} does not hold the expected weights ({'; '.join(parts)}): is it the file of "
+            f"{path} does not hold the expected weights ({mismatch}): is it the file of "
             f"another network? {fix}")
     for name, want in shapes.items():
         if params[name].shape != tuple(want):

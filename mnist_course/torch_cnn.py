@@ -39,6 +39,7 @@ from mnist_course.numpy_cnn import (  # PARAM_SHAPES: the NumPy layout (F, C, KH
     PARAM_SHAPES,
     MissingWeightsError,
     WeightsFileError,
+    key_mismatch,
 )
 from mnist_course.summary_table import format_summary  # the table numpy_cnn.summary prints too
 
@@ -142,15 +143,9 @@ def count_params(model: nn.Module) -> int:
 # --------------------------------------------------------------------------------------------
 
 def _check_keys(params: Mapping) -> None:
-    missing = [k for k in PARAM_SHAPES if k not in params]
-    extra = [k for k in params if k not in PARAM_SHAPES]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing)}")
-        if extra:
-            parts.append(f"unexpected {', '.join(map(str, extra))}")
-        raise ShapeError(f"the parameter dict does not match the course CNN ({'; '.join(parts)}). "
+    mismatch = key_mismatch(PARAM_SHAPES, params)
+    if mismatch:
+        raise ShapeError(f"the parameter dict does not match the course CNN ({mismatch}). "
                          f"Expected exactly the keys {' '.join(PARAM_SHAPES)}, as made by "
                          "numpy_cnn.init_cnn")
 

@@ -4,6 +4,7 @@ gradients, in float64 on small seeded inputs."""
 from __future__ import annotations
 
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -14,6 +15,14 @@ from mnist_course import numpy_cnn as nc
 from mnist_course.gradcheck import numerical_gradient, rel_error
 
 RNG = np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rng(request):
+    """Each test draws its own numbers, seeded by its name: the same in any order, so the data a
+    test sees does not depend on which tests ran before it (pytest-xdist splits them up)."""
+    global RNG
+    RNG = np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
 def randn(*shape):
