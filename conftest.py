@@ -1,7 +1,14 @@
-"""Before any solution notebook runs under nbval, make sure MNIST is available, once.
+"""Two things for pytest: MNIST before the solution notebooks, and units of work for xdist.
 
-Without the data every notebook would fail on its own; this turns that into one clear message.
-The check runs only when notebooks were collected (``pytest tests/...`` is not affected).
+- Before any of them runs, make sure MNIST is available, once. Without the data every notebook
+  would fail on its own; this turns that into one clear message. The check runs only when
+  notebooks were collected (``pytest tests/...`` is not affected).
+- Under pytest-xdist with ``--dist loadgroup`` (``make test``), tests are handed out in units of
+  work (:func:`work_unit`), those with the most tests first. Each notebook is one unit, so its cells run in order
+  in one kernel on one worker while the other worker runs another notebook or the unit tests.
+  Lessons 01, 03 and 05 are one unit, in that order: lesson 03 reads the MLP that lesson 01
+  saves, and lesson 05 the CNN that lesson 03 saves. A test file whose tests share an expensive
+  session fixture (:data:`_TOGETHER`) is one unit too.
 """
 
 from __future__ import annotations
@@ -21,6 +28,38 @@ _HOW_TO = (
 
 def _notebooks_collected(items) -> bool:
     return any(str(getattr(item, "path", item.fspath)).endswith(".ipynb") for item in items)
+
+
+#: Notebooks that read what an earlier one wrote: one work unit, run in this order.
+_CHAINED = ("01_", "03_", "05_")
+#: Test files whose tests share an expensive session fixture: one work unit each.
+_TOGETHER = ("tests/test_draw.py",)
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to under ``make test``'s two pytest-xdist workers: a
+    whole notebook (its cells share one kernel), lessons 01, 03 and 05 together, a file of
+    :data:`_TOGETHER`, or else the test alone."""
+    path = nodeid.split("::", 1)[0]
+    if path.endswith(".ipynb"):
+        return "notebooks 01, 03, 05" if path.rsplit("/", 1)[-1].startswith(_CHAINED) else path
+    return path if path.endswith(_TOGETHER) else nodeid
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` groups by :func:`work_unit`. (pytest-xdist's own loadgroup reads
+    ``xdist_group`` marks from node ids it rewrites, which pytest 9.2 no longer allows: its
+    issue 1386. Units with the most tests are taken first, so the notebooks start at once and the
+    unit tests fill the gaps.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class CourseScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return CourseScheduling(config, log)
 
 
 def pytest_collection_finish(session):

@@ -114,11 +114,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return notebooks.check_command(args.notebook, timeout=args.timeout)
 
 
+def _cmd_draw(args: argparse.Namespace) -> int:
+    if args.train_limit is not None and args.train_limit < 1:
+        print(f"mnist-course draw: error: --train-limit must be at least 1, got {args.train_limit}",
+              file=sys.stderr)
+        return 2
+    from mnist_course import draw
+
+    return draw.main(host=args.host, port=args.port, open_browser=not args.no_browser,
+                     weights=args.weights, train_limit=args.train_limit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mnist-course",
         description="Helpers for the mnist-course lessons: data, training, demo, benchmarks, "
-                    "lesson generation and grading.",
+                    "lesson generation, grading and a drawing page.",
     )
     p.add_argument("--version", action="version", version=f"mnist-course {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -154,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     m = sub.add_parser("demo", help="train NumPy then PyTorch and compare them")
-    m.add_argument("--results", default="results", help="folder for learning_curves.png")
+    m.add_argument("--results", default="results", help="folder for learning_curves.png and the weights (numpy_cnn.npz, "
+                        "torch_cnn.pt) that `draw` reads")
     m.add_argument("--epochs", type=int, default=3)
     m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     m.set_defaults(func=_cmd_demo)
@@ -182,6 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=int, default=3600, metavar="SECONDS",
                    help="how long one cell may run before it is interrupted (default 3600)")
     c.set_defaults(func=_cmd_check)
+
+    w = sub.add_parser("draw", help="a local web page where both networks read the digits you "
+                                    "draw (needs the app extra)")
+    w.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free one")
+    w.add_argument("--host", default="127.0.0.1",
+                   help="default 127.0.0.1 (this machine only)")
+    w.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
+    w.add_argument("--weights", default="results", metavar="DIR",
+                   help="folder with numpy_cnn.npz and/or torch_cnn.pt (default: results/, where "
+                        "`make demo` saves them); without either, the PyTorch network is trained "
+                        "for one epoch first and saved there")
+    w.add_argument("--train-limit", type=int, default=None, help=argparse.SUPPRESS)
+    w.set_defaults(func=_cmd_draw)
     return p
 
 

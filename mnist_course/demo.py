@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from mnist_course import CourseError
+from mnist_course.draw import WEIGHT_FILES
 
 __all__ = ["format_table", "main"]
 
@@ -50,7 +51,8 @@ def main(results: str | os.PathLike = "results", epochs: int = 3, device: str = 
          limit: int | None = None, progress: bool = True) -> int:
     """Run the demo and return the exit code (0).
 
-    results: folder for ``learning_curves.png`` (created if needed). epochs: per implementation.
+    results: folder for ``learning_curves.png`` and the trained weights, ``numpy_cnn.npz`` and
+    ``torch_cnn.pt``, which ``mnist-course draw`` reads (created if needed). epochs: per implementation.
     device: for the PyTorch run ("auto", "cpu", "cuda" or "mps"). limit: train on the first
     ``limit`` images only (for quick tries and tests; the test set stays whole).
     """
@@ -70,6 +72,7 @@ def main(results: str | os.PathLike = "results", epochs: int = 3, device: str = 
           f"Expect about {low}-{high} minutes on a 2-core laptop (less with more cores or a GPU).",
           flush=True)
 
+    _make_folder(Path(results))    # the weights are saved there after each run
     folder = data.fetch_mnist()
     print(f"\nMNIST is ready in {data.display_path(folder)}", flush=True)
 
@@ -81,7 +84,8 @@ def main(results: str | os.PathLike = "results", epochs: int = 3, device: str = 
             print(training.format_epoch(row, _epochs), flush=True)
 
         runs.append(training.run(impl, epochs=epochs, device=str(dev), limit=limit,
-                                 progress=progress, on_epoch=on_epoch))
+                                 progress=progress, on_epoch=on_epoch,
+                                 save=Path(results) / WEIGHT_FILES[impl]))
 
     print("\n" + format_table(runs))
     n_sec, t_sec = runs[0]["seconds_per_epoch"], runs[1]["seconds_per_epoch"]
@@ -91,6 +95,8 @@ def main(results: str | os.PathLike = "results", epochs: int = 3, device: str = 
     out = Path(results) / "learning_curves.png"
     _save_curves(runs, out)
     print(f"Learning curves written to {data.display_path(out)}")
+    saved = " and ".join(data.display_path(r["saved"]) for r in runs)
+    print(f"Weights saved to {saved}: `mnist-course draw` reads them.")
     return 0
 
 
@@ -105,6 +111,14 @@ def compare_speed(numpy_seconds: float, torch_seconds: float) -> str:
     return f"Per epoch, PyTorch was {speed} than the hand-written NumPy version {noisy}."
 
 
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CourseError(f"cannot create the results folder {folder}: {exc.strerror}. "
+                          "Choose another one with --results DIR.") from None
+
+
 def _save_curves(runs: list[dict], out: Path) -> None:
     import matplotlib
 
@@ -113,11 +127,6 @@ def _save_curves(runs: list[dict], out: Path) -> None:
 
     from mnist_course import plots
 
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CourseError(f"cannot create the results folder {out.parent}: {exc.strerror}. "
-                          "Choose another one with --results DIR.") from None
     fig = plots.plot_history({_NAMES[r["impl"]]: r["history"] for r in runs})
     fig.suptitle("The course CNN on MNIST: NumPy by hand vs PyTorch autograd", fontsize=10)
     fig.tight_layout()

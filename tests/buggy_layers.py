@@ -736,3 +736,50 @@ class MyCNNReluLogits(MyCNN):
 class MyCNNNoSuperInit(torch.nn.Module):
     def __init__(self):
         self.conv1 = torch.nn.Conv2d(1, 32, 3)
+
+
+# ---- lesson 06, section 13: the centre of mass of a drawing ----------------------------------
+
+def center_of_mass(image):
+    """Correct: the ink-weighted mean row and column."""
+    img = np.asarray(image, dtype=float)
+    r, c = np.indices(img.shape)
+    return float((r * img).sum() / img.sum()), float((c * img).sum() / img.sum())
+
+
+def com_swapped(image):
+    row, col = center_of_mass(image)
+    return col, row
+
+
+def com_one_based(image):
+    row, col = center_of_mass(image)
+    return row + 1, col + 1
+
+
+def com_unweighted(image):                  # every inked pixel counts the same
+    r, c = np.nonzero(image)
+    return r.mean(), c.mean()
+
+
+def com_bounding_box(image):
+    r, c = np.nonzero(image)
+    return (r.min() + r.max()) / 2, (c.min() + c.max()) / 2
+
+
+def com_not_normalised(image):
+    img = np.asarray(image, dtype=float)
+    r, c = np.indices(img.shape)
+    return (r * img).sum(), (c * img).sum()
+
+
+def com_divided_by_size(image):
+    img = np.asarray(image, dtype=float)
+    return (img.sum(axis=1) @ np.arange(img.shape[0]) / img.shape[0],
+            img.sum(axis=0) @ np.arange(img.shape[1]) / img.shape[1])
+
+
+def com_in_place(image):
+    image /= image.sum()                    # normalises the caller's image
+    r, c = np.indices(image.shape)
+    return (r * image).sum(), (c * image).sum()

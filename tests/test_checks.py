@@ -33,6 +33,7 @@ CORRECT = {
     "check_mean_std": (L.mean_std,),
     "check_step_decay": (L.step_decay,),
     "check_random_shift": (L.random_shift,),
+    "check_center_of_mass": (L.center_of_mass,),
 }
 
 
@@ -112,6 +113,20 @@ BUGS = [
      r"population standard deviation \(ddof=0[\s\S]*factor 0\.82[\s\S]*ddof=1"),
     ("variance instead of std", "check_mean_std", (L.mean_std_variance,), r"the variance"),
     ("mean and std swapped", "check_mean_std", (L.mean_std_swapped,), r"swapped"),
+    # the centre of mass of a drawing (lesson 06)
+    ("com row and column swapped", "check_center_of_mass", (L.com_swapped,),
+     r"row and column are swapped"),
+    ("com 1-based", "check_center_of_mass", (L.com_one_based,), r"indices start at 1"),
+    ("com unweighted", "check_center_of_mass", (L.com_unweighted,),
+     r"case 2 of 3[\s\S]*plain mean position of the inked pixels"),
+    ("com bounding box", "check_center_of_mass", (L.com_bounding_box,),
+     r"centre of the bounding box"),
+    ("com not normalised", "check_center_of_mass", (L.com_not_normalised,),
+     r"not divided by the total ink"),
+    ("com divided by the size", "check_center_of_mass", (L.com_divided_by_size,),
+     r"number of rows \(columns\)"),
+    ("com changes the image", "check_center_of_mass", (L.com_in_place,),
+     r"changed the image"),
     ("mean_std sorts its input", "check_mean_std", (L.mean_std_sorts_input,),
      r"changed its input"),
     ("step decay off by one", "check_step_decay", (L.step_decay_off_by_one,),

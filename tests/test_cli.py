@@ -33,7 +33,7 @@ def run(*args: str, cwd: Path | None = None, module: bool = False):
 def test_help_lists_every_command():
     result = run("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("data", "train", "demo", "bench", "lessons", "check"):
+    for command in ("data", "train", "demo", "bench", "lessons", "check", "draw"):
         assert command in result.stdout
 
 

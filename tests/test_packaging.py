@@ -15,7 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # What the course needs, by name (issue 2); the versions live in pyproject.toml.
-RUNTIME = {"numpy", "torch", "torchvision", "matplotlib", "tqdm", "nbformat"}
+RUNTIME = {"numpy", "pillow", "torch", "torchvision", "matplotlib", "tqdm", "nbformat"}
+APP = {"fastapi", "uvicorn"}  # mnist-course draw (issue 15)
 DEV = {"pytest", "nbval", "nbclient", "ipykernel", "ruff",
        "nbgrader"}  # plus jupyterlab or notebook
 
@@ -57,6 +58,9 @@ def test_pyproject_declares_what_the_course_needs():
     dev = {name_of(r) for r in project["optional-dependencies"]["dev"]}
     assert RUNTIME <= runtime, f"runtime dependencies lack {sorted(RUNTIME - runtime)}"
     assert DEV <= dev, f"the dev extra lacks {sorted(DEV - dev)}"
+    assert APP == {name_of(r) for r in project["optional-dependencies"]["app"]}
+    assert "mnist-course[app]" in project["optional-dependencies"]["dev"], \
+        "the dev extra must include the app extra (the tests serve the draw page)"
     assert dev & {"jupyterlab", "notebook"}, "the dev extra needs jupyterlab or notebook"
     assert project["name"] == "mnist-course"
     # the package and its subpackages (mnist_course.checks) are found by setuptools
@@ -65,7 +69,9 @@ def test_pyproject_declares_what_the_course_needs():
 
 def test_environment_yml_agrees_with_pyproject():
     project = pyproject()["project"]
-    declared = list(project["dependencies"]) + list(project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    declared = [r for r in list(project["dependencies"]) + extras["app"] + extras["dev"]
+                if not r.startswith("mnist-course[")]
     entries = env_pip_entries()
     editable = [e for e in entries if e.startswith("-e")]
     listed = [e for e in entries if not e.startswith("-")]
@@ -118,7 +124,7 @@ def test_python_dash_m_help():
                           text=True, timeout=120, check=False, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: mnist-course")
-    for command in ("data", "train", "demo", "bench", "lessons", "check"):
+    for command in ("data", "train", "demo", "bench", "lessons", "check", "draw"):
         assert command in proc.stdout
 
 
@@ -138,11 +144,35 @@ def test_live_progress_only_in_a_terminal_or_a_kernel(monkeypatch):
 def test_lower_bounds_are_the_versions_installed_here():
     """The README promises that every declared lower bound was tried: the environment that runs
     the tests must not be newer in a way the bounds hide, nor older than they say."""
-    for req in pyproject()["project"]["dependencies"] + pyproject()["project"][
-            "optional-dependencies"]["dev"]:
+    extras = pyproject()["project"]["optional-dependencies"]
+    for req in pyproject()["project"]["dependencies"] + extras["app"] + extras["dev"]:
+        if req.startswith("mnist-course["):       # dev includes the app extra
+            continue
         name, _, rest = req.partition(">=")
         low = rest.split(",")[0].split("#")[0].strip()
         installed = metadata.version(name.strip())
         got = tuple(int(p) for p in re.findall(r"\d+", installed)[:len(low.split("."))])
         want = tuple(int(p) for p in low.split("."))
         assert got >= want, f"{name} {installed} is older than the declared {low}"
+
+
+def test_make_test_keeps_notebooks_and_shared_fixtures_in_one_unit_of_work():
+    """`make test` runs on 2 pytest-xdist workers; the root conftest.py decides what must stay
+    together on one worker, in order."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
+    root_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root_conftest)
+    unit = root_conftest.work_unit
+    # a notebook's cells share one kernel
+    assert unit("solutions/00_data.ipynb::Cell 0") == unit("solutions/00_data.ipynb::Cell 9")
+    assert unit("solutions/00_data.ipynb::Cell 0") != unit("solutions/02_numpy_layers.ipynb::Cell 0")
+    # lesson 03 reads lesson 01's MLP, lesson 05 lesson 03's CNN
+    chained = {unit(f"solutions/{n}.ipynb::Cell 3")
+               for n in ("01_numpy_mlp", "03_numpy_cnn", "05_torch_autograd")}
+    assert len(chained) == 1
+    assert unit("solutions/06_torch_cnn.ipynb::Cell 1") not in chained
+    # test_draw.py trains its networks once; other tests are balanced one by one
+    assert unit("tests/test_draw.py::test_a") == unit("tests/test_draw.py::test_b[x]")
+    assert unit("tests/test_data.py::test_a") != unit("tests/test_data.py::test_b")

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from mnist_course import CourseError, cli, data, demo, numpy_cnn, torch_cnn, training
+from mnist_course import CourseError, cli, data, demo, draw, numpy_cnn, torch_cnn, training
 
 CONTRACT_KEYS = {"impl", "epochs", "test_accuracy", "train_seconds", "seconds_per_epoch",
                  "params"}
@@ -155,6 +155,11 @@ def test_demo_on_a_tiny_subset(tmp_path, capsys, mnist_raw):
     png = tmp_path / "res" / "learning_curves.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "learning_curves.png" in out and str(tmp_path) not in out  # no absolute paths
+    # the weights stay for `mnist-course draw`, each network's own
+    readers = draw.load_readers(tmp_path / "res", log=pytest.fail)
+    assert readers.sources == {"numpy": data.display_path(tmp_path / "res" / "numpy_cnn.npz"),
+                               "torch": data.display_path(tmp_path / "res" / "torch_cnn.pt")}
+    assert "draw" in out.splitlines()[-1]
 
 
 def test_demo_table_format():

@@ -26,6 +26,7 @@ a lesson only ever writes ``checks.check_...``:
 - :mod:`.torch_loops` (lesson 06, the training loop): check_train_one_epoch, check_evaluate,
   check_fit, check_checkpoint.
 - :mod:`.experiments`: check_mean_std, check_step_decay, check_random_shift.
+- :mod:`.handwriting` (lesson 06, digits drawn on a screen): check_center_of_mass.
 - :mod:`.distributed` (lesson 08, data parallelism): check_shard_batch,
   check_average_gradients, check_rank_indices.
 - :mod:`._core`: the shared machinery (calling the learner's code, comparing, naming the bug).
@@ -45,6 +46,7 @@ from mnist_course.checks.distributed import (
     check_shard_batch,
 )
 from mnist_course.checks.experiments import check_mean_std, check_random_shift, check_step_decay
+from mnist_course.checks.handwriting import check_center_of_mass
 from mnist_course.checks.mlp import (
     check_linear,
     check_numerical_gradient,
@@ -66,6 +68,7 @@ __all__ = [
     "check_adam",
     "check_average_gradients",
     "check_batchnorm2d",
+    "check_center_of_mass",
     "check_checkpoint",
     "check_cnn_forward",
     "check_cnn_loss_and_grads",
