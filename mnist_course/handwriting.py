@@ -213,6 +213,17 @@ def _resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(pic.resize((width, height), method), dtype=np.float32)
 
 
+def _paste(dst: np.ndarray, src: np.ndarray, top: int, left: int) -> np.ndarray:
+    """Copy src (h, w) into dst with its top-left corner at (top, left), cutting off whatever
+    falls outside dst; return dst."""
+    h, w = src.shape
+    r0, c0 = max(top, 0), max(left, 0)
+    r1, c1 = min(top + h, dst.shape[0]), min(left + w, dst.shape[1])
+    if r1 > r0 and c1 > c0:
+        dst[r0:r1, c0:c1] = src[r0 - top:r1 - top, c0 - left:c1 - left]
+    return dst
+
+
 def mnist_style(image: np.ndarray) -> np.ndarray:
     """Turn ink (H, W) in [0, 1], any size, into the digit MNIST would have made of it:
     (28, 28) float32 in [0, 1], light ink on black.
@@ -245,11 +256,8 @@ def mnist_style(image: np.ndarray) -> np.ndarray:
         small = np.full((nh, nw), 1.0, dtype=np.float32)
     cy, cx = center_of_mass(small)
     top, left = round(CENTRE - cy), round(CENTRE - cx)
-    out = np.zeros((SIZE, SIZE), dtype=np.float32)
-    # paste with clipping: a lopsided digit may reach past the border by a pixel or two
-    r0, c0 = max(top, 0), max(left, 0)
-    r1, c1 = min(top + nh, SIZE), min(left + nw, SIZE)
-    out[r0:r1, c0:c1] = small[r0 - top:r1 - top, c0 - left:c1 - left]
+    # a lopsided digit may reach past the border by a pixel or two: that part is cut off
+    out = _paste(np.zeros((SIZE, SIZE), dtype=np.float32), small, top, left)
     return out / out.max()
 
 
@@ -296,8 +304,6 @@ def render(digit: np.ndarray, *, canvas: tuple[int, int] = (280, 280), height: i
       on a transparent background: what ``canvas.toDataURL()`` gives for strokes on an
       unpainted canvas).
     """
-    if style not in STYLES:
-        raise DrawingError(f"unknown style {style!r}: choose one of {', '.join(STYLES)}")
     arr = np.asarray(digit)
     if arr.shape != (SIZE, SIZE):
         raise DrawingError(f"expected a 28x28 digit, got shape {arr.shape}")
@@ -308,11 +314,7 @@ def render(digit: np.ndarray, *, canvas: tuple[int, int] = (280, 280), height: i
     big = np.clip(_resize(level, height, height), 0, 1)
     cy, cx = (ch / 2, cw / 2) if center is None else center
     top, left = round(cy - height / 2), round(cx - height / 2)
-    layer = np.zeros((ch, cw), dtype=np.float32)
-    r0, c0 = max(top, 0), max(left, 0)
-    r1, c1 = min(top + height, ch), min(left + height, cw)
-    if r1 > r0 and c1 > c0:
-        layer[r0:r1, c0:c1] = big[r0 - top:r1 - top, c0 - left:c1 - left]
+    layer = _paste(np.zeros((ch, cw), dtype=np.float32), big, top, left)
     return paint(np.round(layer * 255).astype(np.uint8), style)
 
 
