@@ -102,7 +102,8 @@ def test_relative_links_point_to_what_exists(page):
         file_part, _, anchor = target.partition("#")
         linked = (page.parent / file_part).resolve() if file_part else page
         if not linked.exists():
-            problems.append(f"{target}: no file {linked.relative_to(ROOT) if linked.is_relative_to(ROOT) else linked}")
+            shown = _rel(linked) if linked.is_relative_to(ROOT) else linked
+            problems.append(f"{target}: no file {shown}")
         elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
             problems.append(f"{target}: {_rel(linked)} has no heading whose anchor is #{anchor} "
                             f"(its anchors: {', '.join(sorted(anchors(linked)))})")
@@ -217,7 +218,8 @@ def test_each_quoted_accuracy_is_printed_and_asserted_by_its_notebook(page):
             problems.append(f"{name}: no `assert ... >= {m['bar']}` in the notebook")
     assert quoted, f"{_rel(page)}: no accuracy of the form '0.9797 (≥ 0.975)' found"
     assert not problems, (f"{_rel(page)}: the course map's accuracies drifted from the "
-                          "notebooks; update the table from the outputs:\n  " + "\n  ".join(problems))
+                          "notebooks; update the table from the outputs:\n  "
+                          + "\n  ".join(problems))
 
 
 def _hours(cell: str) -> tuple[float, float]:
