@@ -1,5 +1,5 @@
 # nbgrader configuration of the course (nbgrader 0.9). nbgrader reads this file from the folder
-# it is run in, so run `nbgrader ...` from the repository root (see README, "For instructors").
+# it is run in, so run `nbgrader ...` from the repository root (see docs/instructors.md).
 #
 # The notebooks in solutions/ are nbgrader source notebooks: their cell metadata (solution cells,
 # locked test cells with points, grade_ids) is computed from the solution regions by

@@ -22,7 +22,7 @@ test cell, ``ex5_answer`` for a written answer.
 
 ``python -m mnist_course.grading summary solutions/*.ipynb`` prints what each notebook is worth;
 ``python -m mnist_course.grading source COURSE_DIR`` lays the solutions out as nbgrader's
-``source/<lesson>/<lesson>.ipynb`` (see the README, "For instructors").
+``source/<lesson>/<lesson>.ipynb`` (see docs/instructors.md).
 """
 
 from __future__ import annotations

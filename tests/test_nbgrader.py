@@ -7,9 +7,9 @@
 - ``nbgrader autograde`` gives a complete submission full marks and an untouched one less.
 
 nbgrader runs through its Python API, configured by the repository's nbgrader_config.py, on a
-course directory laid out as the README says (``python -m mnist_course.grading source``). One
-generate_assignment call makes all lessons; autograde runs on lesson 04 only, which needs no data
-and no file from another lesson.
+course directory laid out as docs/instructors.md says (``python -m mnist_course.grading
+source``). One generate_assignment call makes all lessons; autograde runs on lesson 04 only,
+which needs no data and no file from another lesson.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def _check(result: dict, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
-    """A course directory as the README describes it, with every lesson generated; yields it
+    """A course directory as docs/instructors.md describes it, every lesson generated; yields it
     and the API that made it."""
     top = tmp_path_factory.mktemp("nbgrader")
     shutil.copy(ROOT / "nbgrader_config.py", top)
