@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 # Everything runs on 2 pytest-xdist workers, each process on one thread. --dist loadgroup hands
 # out units of work, those with the most tests first (see work_unit in conftest.py): each notebook whole, its cells
-# in order in one kernel; lessons 01, 03 and 05 as one unit, in that order, since each reads a
+# in order in one kernel; lessons 01, 03 and 06 as one unit, in that order, since each reads a
 # file the one before saves; test_draw.py whole, since it trains its networks once; every other
 # test alone. One thread each, because a second thread buys little here (`mnist-course bench`:
 # NumPy 29.0 vs 27.3 ms per step, PyTorch 42 vs 31) and two processes with two threads each on
@@ -27,6 +27,7 @@ demo: $(STAMP)  ## fetch MNIST, train NumPy then PyTorch, compare
 	$(BIN)/mnist-course demo
 
 notebooks: $(STAMP)  ## re-execute solutions/ in place, then regenerate lessons/
+	$(BIN)/python -m mnist_course.keep build solutions
 	$(BIN)/python -m mnist_course.notebooks execute solutions/*.ipynb
 	$(BIN)/mnist-course lessons
 

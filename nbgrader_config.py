@@ -23,7 +23,7 @@ c.CourseDirectory.autograded_directory = "autograded"
 c.CourseDirectory.feedback_directory = "feedback"
 
 # ---- The student version must equal lessons/ ------------------------------------------------
-# The same stubs as mnist_course.notebooks.strip_solutions (nbgrader indents them like the
+# The same stubs as mnist_course.regions.strip_solutions (nbgrader indents them like the
 # marker, as the course does).
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"

@@ -21,9 +21,10 @@ __all__ = ["build_parser", "main"]
 def _cmd_data(args: argparse.Namespace) -> int:
     from mnist_course import data
 
-    raw = data.fetch_mnist(args.root, rehash=True)
-    (x_train, _), (x_test, _) = data.load_mnist(args.root, download=False)
-    print(f"MNIST is ready in {raw}")
+    ds = data.get_dataset(args.dataset)
+    raw = data.fetch_mnist(args.root, rehash=True, dataset=ds.name)
+    (x_train, _), (x_test, _) = data.load_mnist(args.root, download=False, dataset=ds.name)
+    print(f"{ds.title} is ready in {raw}")
     for name in data.FILES:
         print(f"  {name}")
     print(f"train: {x_train.shape[0]:,} images {x_train.shape[1:]} {x_train.dtype}, "
@@ -32,10 +33,11 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from mnist_course import training
+    from mnist_course import data, training
+    from mnist_course.history import format_epoch
 
     def on_epoch(row: dict) -> None:
-        print(training.format_epoch(row, args.epochs), flush=True)
+        print(format_epoch(row, args.epochs), flush=True)
 
     result = training.run(
         args.impl,
@@ -50,6 +52,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         on_epoch=on_epoch,
         save=args.save,
         nproc=args.nproc,
+        dataset=args.dataset,
     )
     if result is None:           # a rank other than 0 under torchrun: rank 0 reports
         return 0
@@ -57,10 +60,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         how = ("numpy_cnn.load_params(path)" if args.impl == "numpy"
                else "torch.load(path, weights_only=True) or torch_cnn.load_state(path, model)")
         print(f"saved the final weights to {result['saved']} (read them with {how})")
-    print(f"{args.impl}: test accuracy {result['test_accuracy']:.4f} after {args.epochs} epoch(s), "
-          f"{result['seconds_per_epoch']:.1f} s per epoch")
+    on = "" if args.dataset == "mnist" else f" on {data.get_dataset(args.dataset).title}"
+    print(f"{args.impl}{on}: test accuracy {result['test_accuracy']:.4f} after {args.epochs} "
+          f"epoch(s), {result['seconds_per_epoch']:.1f} s per epoch")
     if args.json:
-        keys = ("impl", "epochs", "test_accuracy", "train_seconds", "seconds_per_epoch", "params")
+        keys = ("impl", "dataset", "epochs", "test_accuracy", "train_seconds", "seconds_per_epoch", "params")
         if args.nproc is not None:
             keys += ("world_size",)
         print(json.dumps({k: result[k] for k in keys}))
@@ -98,20 +102,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_lessons(args: argparse.Namespace) -> int:
-    from mnist_course import notebooks
+    from mnist_course import lessons
 
-    return notebooks.lessons_command(check=args.check, solutions=args.solutions,
-                                     lessons=args.lessons)
+    return lessons.lessons_command(check=args.check, solutions=args.solutions,
+                                   lessons=args.lessons)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from mnist_course import notebooks
+    from mnist_course import scoreboard
 
     if args.timeout < 1:
         print(f"mnist-course check: error: --timeout must be at least 1, got {args.timeout}",
               file=sys.stderr)
         return 2
-    return notebooks.check_command(args.notebook, timeout=args.timeout)
+    return scoreboard.check_command(args.notebook, timeout=args.timeout)
 
 
 def _cmd_draw(args: argparse.Namespace) -> int:
@@ -123,6 +127,12 @@ def _cmd_draw(args: argparse.Namespace) -> int:
 
     return draw.main(host=args.host, port=args.port, open_browser=not args.no_browser,
                      weights=args.weights, train_limit=args.train_limit)
+
+
+def _add_dataset(parser: argparse.ArgumentParser, text: str) -> None:
+    from mnist_course.data import DATASETS  # light: numpy and the standard library only
+
+    parser.add_argument("--dataset", default="mnist", choices=list(DATASETS), help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,10 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="download (or find) and verify MNIST, print where it is")
     d.add_argument("--root", default=None,
                    help="data root (default: $MNIST_COURSE_DATA, else ~/.cache/mnist_course)")
+    _add_dataset(d, "which dataset to fetch and verify: MNIST's handwritten digits (default), or "
+                    "Zalando's Fashion-MNIST (clothes; local mirror: "
+                    "$MNIST_COURSE_FASHION_MIRRORS), kept in <root>/FashionMNIST/raw")
     d.set_defaults(func=_cmd_data)
 
     t = sub.add_parser("train", help="train the course CNN in NumPy or PyTorch")
     t.add_argument("impl", choices=["numpy", "torch"])
+    _add_dataset(t, "train on MNIST (default) or Fashion-MNIST, each normalised with its own "
+                    "mean and std")
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--lr", type=float, default=1e-3)
@@ -153,15 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=int, default=None, metavar="N",
                    help="train on the first N training images only (quick tries)")
     t.add_argument("--json", action="store_true",
-                   help="end with one JSON line: impl, epochs, test_accuracy, train_seconds, "
-                        "seconds_per_epoch, params")
+                   help="end with one JSON line: impl, dataset, epochs, test_accuracy, "
+                        "train_seconds, seconds_per_epoch, params")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     t.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="torch only: N processes through torch.distributed (gloo, CPU); "
                         "--batch-size is the global batch")
     t.add_argument("--save", default=None, metavar="PATH",
                    help="write the final weights there: .npz for numpy, a CourseCNN state_dict "
-                        "(torch.save) for torch")
+                        "(torch.save) for torch; a Fashion-MNIST network is recorded as such "
+                        "(`draw` refuses it)")
     t.set_defaults(func=_cmd_train)
 
     m = sub.add_parser("demo", help="train NumPy then PyTorch and compare them")

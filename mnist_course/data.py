@@ -1,13 +1,21 @@
-"""Fetch, verify and load MNIST.
+"""Fetch, verify and load MNIST, and Fashion-MNIST the same way.
 
 The four MNIST files live uncompressed under ``<root>/MNIST/raw/`` with their canonical names,
 the folder layout torchvision uses, so ``torchvision.datasets.MNIST(root, download=False)`` reads
 the very files this module wrote.
 
+Fashion-MNIST (Zalando's 28 x 28 grey images of ten kinds of clothing, MIT licence) has four
+files with the same names and shapes; every function below serves it with
+``dataset="fashion-mnist"`` (the default is ``"mnist"``). Its files live under
+``<root>/FashionMNIST/raw/`` (what ``torchvision.datasets.FashionMNIST(root, download=False)``
+reads), its local mirrors come from ``$MNIST_COURSE_FASHION_MIRRORS``, and everything said
+below holds for it alike: :data:`DATASETS` is the one table the code reads.
+
 - The data root is the ``root`` argument, else ``$MNIST_COURSE_DATA``, else
   ``$XDG_CACHE_HOME/mnist_course``, else ``~/.cache/mnist_course``.
 - Mirrors come from ``$MNIST_COURSE_MIRRORS`` (base URLs separated by whitespace or commas;
-  ``file://`` and ``http(s)://``), else the public mirrors, in torchvision's order.
+  ``file://`` and ``http(s)://``), else the public mirrors, in torchvision's order
+  (Fashion-MNIST: ``$MNIST_COURSE_FASHION_MIRRORS``, else torchvision's mirror for it).
 - Each file is downloaded as ``<base>/<name>.gz``, decompressed, and verified by the SHA-256 of
   its decompressed bytes. It is written to a temporary file in the same folder and renamed onto
   its canonical name only once it is complete and verified, so an interrupted download never
@@ -48,6 +56,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +65,7 @@ from mnist_course import CourseError, __version__, live_progress
 from mnist_course._atomic import atomic_write
 
 __all__ = [
+    "DATASETS",
     "FILES",
     "MEAN",
     "PUBLIC_MIRRORS",
@@ -64,18 +74,21 @@ __all__ = [
     "STAMP_NAME",
     "STD",
     "DataError",
+    "Dataset",
     "data_root",
     "display_path",
     "fetch_mnist",
+    "get_dataset",
     "is_cached",
     "load_mnist",
     "mirrors",
     "normalize",
     "raw_dir",
     "read_idx",
+    "train_val_split",
 ]
 
-#: The four MNIST files, by their canonical (uncompressed) names.
+#: The four MNIST files, by their canonical (uncompressed) names (Fashion-MNIST's are the same).
 FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -109,6 +122,80 @@ PUBLIC_MIRRORS = (
 MEAN = 0.1307
 STD = 0.3081
 
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset this module serves: where it comes from, how it is checked, where it is kept.
+
+    name: the ``dataset=`` keyword and the ``--dataset`` value ("mnist", "fashion-mnist");
+    title: how messages call it; folder: ``<root>/<folder>/raw``, torchvision's class name;
+    sha256 and sizes: of each decompressed file in :data:`FILES`; public_mirrors: in
+    torchvision's order; mirrors_variable: the environment variable that replaces them; mean and
+    std: of the training pixels scaled to [0, 1] (what :func:`normalize` uses); classes: the
+    names of labels 0 to 9.
+    """
+
+    name: str
+    title: str
+    folder: str
+    sha256: dict
+    sizes: dict
+    public_mirrors: tuple
+    mirrors_variable: str
+    mean: float
+    std: float
+    classes: tuple
+
+    @property
+    def data_command(self) -> str:
+        """The command that fetches this dataset again: ``mnist-course data [--dataset ...]``."""
+        return "mnist-course data" + ("" if self.name == "mnist" else f" --dataset {self.name}")
+
+    @property
+    def download_call(self) -> str:
+        """The Python call that fetches it while loading."""
+        extra = "" if self.name == "mnist" else f", dataset={self.name!r}"
+        return f"load_mnist(download=True{extra})"
+
+
+#: Every dataset served, by the name the ``dataset=`` keyword and ``--dataset`` take.
+DATASETS = {
+    "mnist": Dataset(
+        name="mnist", title="MNIST", folder="MNIST", sha256=SHA256, sizes=SIZES,
+        public_mirrors=PUBLIC_MIRRORS, mirrors_variable="MNIST_COURSE_MIRRORS",
+        mean=MEAN, std=STD, classes=tuple(str(d) for d in range(10))),
+    "fashion-mnist": Dataset(
+        name="fashion-mnist", title="Fashion-MNIST", folder="FashionMNIST",
+        sha256={
+            "train-images-idx3-ubyte":
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte":
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte":
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte":
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        sizes=dict(SIZES),
+        public_mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        mirrors_variable="MNIST_COURSE_FASHION_MIRRORS",
+        mean=0.2860, std=0.3530,
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                 "Sneaker", "Bag", "Ankle boot")),
+}
+_MNIST = DATASETS["mnist"]
+
+
+def get_dataset(name: str = "mnist") -> Dataset:
+    """The :class:`Dataset` called ``name`` ("mnist" or "fashion-mnist"); :class:`DataError`
+    for any other name."""
+    try:
+        return DATASETS[name]
+    except (KeyError, TypeError):
+        choices = " or ".join(repr(n) for n in DATASETS)
+        raise DataError(f"unknown dataset {name!r}: choose {choices}") from None
+
+
 #: Seconds to wait for a mirror to answer.
 TIMEOUT = 30
 
@@ -127,17 +214,22 @@ _IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 
-_LOCAL_MIRROR_HELP = (
-    "To use a copy you already have, point MNIST_COURSE_MIRRORS at the folder that holds the "
-    "four .gz files, e.g.\n"
-    "    export MNIST_COURSE_MIRRORS=file:///path/to/mnist\n"
-    "(several mirrors may be given, separated by spaces or commas), or set MNIST_COURSE_DATA "
-    "to a folder whose MNIST/raw/ already holds the four uncompressed files."
-)
+
+
+def _local_mirror_help(ds: Dataset) -> str:
+    of = "" if ds is _MNIST else f" of {ds.title}"
+    return (
+        f"To use a copy you already have, point {ds.mirrors_variable} at the folder that holds "
+        f"the four .gz files{of}, e.g.\n"
+        f"    export {ds.mirrors_variable}=file:///path/to/{ds.name}\n"
+        "(several mirrors may be given, separated by spaces or commas), or set MNIST_COURSE_DATA "
+        f"to a folder whose {ds.folder}/raw/ already holds the four uncompressed files."
+    )
 
 
 class DataError(CourseError):
-    """MNIST could not be fetched, verified or read; the message says what to do."""
+    """MNIST (or Fashion-MNIST) could not be fetched, verified or read; the message says what
+    to do."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,20 +248,23 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return cache / "mnist_course"
 
 
-def raw_dir(root: str | os.PathLike | None = None) -> Path:
-    """The folder ``<root>/MNIST/raw`` that holds the four uncompressed files."""
-    return data_root(root) / "MNIST" / "raw"
+def raw_dir(root: str | os.PathLike | None = None, *, dataset: str = "mnist") -> Path:
+    """The folder ``<root>/MNIST/raw`` that holds the four uncompressed files
+    (``<root>/FashionMNIST/raw`` for ``dataset="fashion-mnist"``)."""
+    return data_root(root) / get_dataset(dataset).folder / "raw"
 
 
-def mirrors() -> list[str]:
-    """Base URLs to try, in order: ``$MNIST_COURSE_MIRRORS`` if set, else :data:`PUBLIC_MIRRORS`.
+def mirrors(*, dataset: str = "mnist") -> list[str]:
+    """Base URLs to try, in order: ``$MNIST_COURSE_MIRRORS`` if set, else :data:`PUBLIC_MIRRORS`
+    (for ``dataset="fashion-mnist"``: ``$MNIST_COURSE_FASHION_MIRRORS``, else its public mirror).
 
     A plain folder path in the variable is accepted too and read as a ``file://`` URL.
     """
-    env = os.environ.get("MNIST_COURSE_MIRRORS", "")
+    ds = get_dataset(dataset)
+    env = os.environ.get(ds.mirrors_variable, "")
     items = [s for s in re.split(r"[\s,]+", env) if s]
     if not items:
-        return list(PUBLIC_MIRRORS)
+        return list(ds.public_mirrors)
     out = []
     for item in items:
         if "://" not in item:
@@ -207,9 +302,10 @@ def display_path(path: str | os.PathLike) -> str:
 # Reading IDX files
 # --------------------------------------------------------------------------------------------
 
-def _parse_idx_header(buf: bytes, name: str) -> tuple[np.dtype, tuple[int, ...], int]:
+def _parse_idx_header(buf: bytes, name: str, ds: Dataset = _MNIST
+                      ) -> tuple[np.dtype, tuple[int, ...], int]:
     """Validate an IDX header against the buffer size. Returns (dtype, dims, header_bytes)."""
-    redo = "Delete it and run `mnist-course data` to download it again."
+    redo = f"Delete it and run `{ds.data_command}` to download it again."
     if len(buf) < 4:
         raise DataError(f"{name} is not an IDX file: only {len(buf)} bytes long. {redo}")
     if buf[0] != 0 or buf[1] != 0:
@@ -247,13 +343,17 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     the dimensions and the byte count are all checked; any problem raises :class:`DataError`.
     MNIST images come back as uint8 (N, 28, 28), labels as uint8 (N,).
     """
-    path = Path(path)
+    return _read_idx(Path(path), _MNIST)
+
+
+def _read_idx(path: Path, ds: Dataset) -> np.ndarray:
+    """:func:`read_idx`, with messages that name the command that fetches ``ds`` again."""
     try:
         with open(path, "rb") as f:
             buf = f.read()
     except FileNotFoundError:
-        raise DataError(f"{_where(path)} does not exist. Run `mnist-course data` to "
-                        "download MNIST.") from None
+        raise DataError(f"{_where(path)} does not exist. Run `{ds.data_command}` to "
+                        f"download {ds.title}.") from None
     except OSError as exc:
         raise DataError(f"cannot read {_where(path)}: {exc.strerror or exc}") from None
     if buf[:2] == b"\x1f\x8b":
@@ -262,7 +362,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{path.name} is a damaged gzip file ({exc}). Delete it and "
                             "download it again.") from None
-    dtype, dims, header = _parse_idx_header(buf, path.name)
+    dtype, dims, header = _parse_idx_header(buf, path.name, ds)
     arr = np.frombuffer(buf, dtype=dtype, offset=header).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
@@ -283,7 +383,8 @@ def _sha256_file(path: Path) -> str:
 
 
 class _Stamps:
-    """The stamp file of one raw folder: ``{name: {size, mtime_ns, ctime_ns, sha256}}``.
+    """The stamp file of one raw folder: ``{name: {size, mtime_ns, ctime_ns, sha256}}``;
+    ``sha256`` is the expected digest of each file (its dataset's).
 
     An entry vouches for a file only while the file's size and both timestamps are the ones
     recorded, the recorded digest is the one expected, and the file is older than the stamp file
@@ -292,8 +393,9 @@ class _Stamps:
     unwritable stamp file only means that files are hashed again.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, sha256: dict[str, str]):
         self.folder = folder
+        self.sha256 = sha256
         self.entries: dict[str, dict] = {}
         self.written_ns: int | None = None
         try:
@@ -314,14 +416,14 @@ class _Stamps:
 
     def vouches_for(self, name: str, st: os.stat_result) -> bool:
         return (self.written_ns is not None
-                and self.entries.get(name) == self.entry(st, SHA256[name])
+                and self.entries.get(name) == self.entry(st, self.sha256[name])
                 and max(st.st_mtime_ns, st.st_ctime_ns) < self.written_ns)
 
     def record(self, name: str, st: os.stat_result) -> None:
         """Remember that the file ``st`` describes was verified (rewritten unless it vouches
         already, so that a racy entry becomes a trusted one once the clock has moved on)."""
         if not self.vouches_for(name, st):
-            self.entries[name] = self.entry(st, SHA256[name])
+            self.entries[name] = self.entry(st, self.sha256[name])
             self.changed = True
 
     def forget(self, name: str) -> None:
@@ -341,7 +443,8 @@ class _Stamps:
             pass
 
 
-def _check_cached(folder: Path, stamps: _Stamps, rehash: bool = False) -> dict[str, str | None]:
+def _check_cached(folder: Path, stamps: _Stamps, ds: Dataset,
+                  rehash: bool = False) -> dict[str, str | None]:
     """Verify each cached file: None when it is good, else why not (:data:`_MISSING`, or a
     reason that completes "<name> in <folder> ..."). Good digests are recorded in ``stamps``,
     which the caller saves."""
@@ -356,7 +459,7 @@ def _check_cached(folder: Path, stamps: _Stamps, rehash: bool = False) -> dict[s
         if not stat.S_ISREG(st.st_mode):
             problems[name] = "is not a regular file"
             continue
-        want = SIZES.get(name)
+        want = ds.sizes.get(name)
         if want is not None and st.st_size != want:
             problems[name] = (f"has {st.st_size:,} bytes instead of {want:,} (it is truncated "
                               "or damaged)")
@@ -370,7 +473,7 @@ def _check_cached(folder: Path, stamps: _Stamps, rehash: bool = False) -> dict[s
         except OSError as exc:
             problems[name] = f"cannot be read ({exc.strerror or exc})"
             continue
-        if digest != SHA256[name]:
+        if digest != ds.sha256[name]:
             problems[name] = "does not match its SHA-256 checksum (it was changed or damaged)"
             stamps.forget(name)
         else:
@@ -448,25 +551,25 @@ def _decompress(body: bytes, name: str) -> bytes:
         raise _MirrorError(f"{name}.gz is a damaged gzip file ({exc})") from None
 
 
-def _verify(raw: bytes, name: str) -> None:
+def _verify(raw: bytes, name: str, ds: Dataset) -> None:
     digest = hashlib.sha256(raw).hexdigest()
-    want = SHA256[name]
+    want = ds.sha256[name]
     if digest != want:
         raise _MirrorError(f"checksum mismatch for {name}: expected SHA-256 {want}, "
                            f"got {digest}")
     try:
-        _parse_idx_header(raw, name)
+        _parse_idx_header(raw, name, ds)
     except DataError as exc:
         raise _MirrorError(str(exc)) from None
 
 
-def _write_atomic(folder: Path, name: str, raw: bytes) -> None:
+def _write_atomic(folder: Path, name: str, raw: bytes, ds: Dataset) -> None:
     """Write ``raw`` to ``folder/name`` via a temporary file, fsync and an atomic rename."""
     try:
         with atomic_write(folder / name) as f:
             f.write(raw)
     except OSError as exc:
-        raise _not_writable(folder, exc, name) from None
+        raise _not_writable(folder, exc, ds, name) from None
     try:  # make the rename itself durable; not every platform can open a folder
         dfd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -485,15 +588,16 @@ def _where(path: Path) -> str:
     return shown if shown.startswith(("~", "$")) else str(Path(path).absolute())
 
 
-def _not_writable(folder: Path, exc: OSError, name: str | None = None) -> DataError:
+def _not_writable(folder: Path, exc: OSError, ds: Dataset,
+                  name: str | None = None) -> DataError:
     what = f"{name} into " if name else ""
     return DataError(
-        f"cannot write {what}the MNIST cache in {_where(folder)}: {exc.strerror or exc}.\n"
+        f"cannot write {what}the {ds.title} cache in {_where(folder)}: {exc.strerror or exc}.\n"
         "Choose a folder you can write: pass --root DIR (or root=...), or set MNIST_COURSE_DATA."
     )
 
 
-def _fetch_one(folder: Path, name: str, bases: list[str], progress: bool,
+def _fetch_one(folder: Path, name: str, bases: list[str], progress: bool, ds: Dataset,
                damaged: str | None = None) -> None:
     """Download, verify and write one file; DataError if no mirror gives a good copy.
     ``damaged`` says what is wrong with the copy in the cache, when there is one."""
@@ -502,18 +606,19 @@ def _fetch_one(folder: Path, name: str, bases: list[str], progress: bool,
         url = base.rstrip("/") + "/" + name + ".gz"
         try:
             raw = _decompress(_download(url, name, progress), name)
-            _verify(raw, name)
+            _verify(raw, name, ds)
         except _MirrorError as exc:
             failures.append((url, str(exc)))
             continue
-        _write_atomic(folder, name, raw)
+        _write_atomic(folder, name, raw, ds)
         return
     lines = "\n".join(f"  - {url}: {why}" for url, why in failures)
     if damaged is None:
-        raise DataError(f"could not get {name} from any mirror:\n{lines}\n{_LOCAL_MIRROR_HELP}")
+        raise DataError(f"could not get {name} from any mirror:\n{lines}\n"
+                        f"{_local_mirror_help(ds)}")
     raise DataError(f"{damaged}, so it is not used, and no mirror could replace it:\n{lines}\n"
-                    f"{_LOCAL_MIRROR_HELP}\nThen run `mnist-course data` again: it downloads a "
-                    "good copy over the damaged one.")
+                    f"{_local_mirror_help(ds)}\nThen run `{ds.data_command}` again: it downloads "
+                    "a good copy over the damaged one.")
 
 
 def _remove_stale_parts(folder: Path, max_age: float = 3600.0) -> None:
@@ -530,23 +635,26 @@ def _remove_stale_parts(folder: Path, max_age: float = 3600.0) -> None:
             pass
 
 
-def is_cached(root: str | os.PathLike | None = None) -> bool:
-    """True when the four files are in ``<root>/MNIST/raw`` and verified (nothing is downloaded).
+def is_cached(root: str | os.PathLike | None = None, *, dataset: str = "mnist") -> bool:
+    """True when the four files are in ``<root>/MNIST/raw`` and verified (nothing is downloaded);
+    ``dataset="fashion-mnist"``: in ``<root>/FashionMNIST/raw``.
 
     Each file must have the right size and, unless the stamp file shows it unchanged since it
     was last verified, the right SHA-256 (see the module docstring). A file that had to be
     hashed and passed is recorded in the stamp, so the next call is cheap.
     """
-    folder = raw_dir(root)
-    stamps = _Stamps(folder)
-    problems = _check_cached(folder, stamps)
+    ds = get_dataset(dataset)
+    folder = raw_dir(root, dataset=ds.name)
+    stamps = _Stamps(folder, ds.sha256)
+    problems = _check_cached(folder, stamps, ds)
     stamps.save()
     return not any(problems.values())
 
 
 def fetch_mnist(root: str | os.PathLike | None = None, *, progress: bool = True,
-                rehash: bool = False) -> Path:
-    """Make sure the four verified MNIST files are in ``<root>/MNIST/raw`` and return that folder.
+                rehash: bool = False, dataset: str = "mnist") -> Path:
+    """Make sure the four verified MNIST files are in ``<root>/MNIST/raw`` and return that folder
+    (``dataset="fashion-mnist"``: Fashion-MNIST's, in ``<root>/FashionMNIST/raw``).
 
     Files already there are checked as :func:`is_cached` checks them (``rehash=True`` hashes
     every file even when its stamp vouches for it). Missing files are downloaded from the
@@ -556,9 +664,10 @@ def fetch_mnist(root: str | os.PathLike | None = None, *, progress: bool = True,
     do, and it is left unused. When every file is good nothing is printed or downloaded (at
     most the stamp file is updated).
     """
-    folder = raw_dir(root)
-    stamps = _Stamps(folder)
-    problems = _check_cached(folder, stamps, rehash=rehash)
+    ds = get_dataset(dataset)
+    folder = raw_dir(root, dataset=ds.name)
+    stamps = _Stamps(folder, ds.sha256)
+    problems = _check_cached(folder, stamps, ds, rehash=rehash)
     todo = [name for name in FILES if problems[name]]
     if not todo:
         stamps.save()
@@ -567,17 +676,17 @@ def fetch_mnist(root: str | os.PathLike | None = None, *, progress: bool = True,
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _not_writable(folder, exc) from None
+            raise _not_writable(folder, exc, ds) from None
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise _not_writable(folder, PermissionError(13, "permission denied"))
+            raise _not_writable(folder, PermissionError(13, "permission denied"), ds)
         _remove_stale_parts(folder)
-        bases = mirrors()
+        bases = mirrors(dataset=ds.name)
         for name in todo:
             damaged = None
             if problems[name] != _MISSING:
                 damaged = f"{name} in {_where(folder)} {problems[name]}"
                 print(f"{damaged}: downloading it again", file=sys.stderr, flush=True)
-            _fetch_one(folder, name, bases, progress, damaged)
+            _fetch_one(folder, name, bases, progress, ds, damaged)
             stamps.record(name, (folder / name).stat())
     finally:
         stamps.save()
@@ -588,40 +697,45 @@ def fetch_mnist(root: str | os.PathLike | None = None, *, progress: bool = True,
 # Loading
 # --------------------------------------------------------------------------------------------
 
-def _load_pair(folder: Path, images: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
-    x = read_idx(folder / images)
-    y = read_idx(folder / labels)
+def _load_pair(folder: Path, images: str, labels: str,
+               ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    x = _read_idx(folder / images, ds)
+    y = _read_idx(folder / labels, ds)
+    again = f"run `{ds.data_command}` again."
     if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
         raise DataError(f"{images} holds {x.dtype} images of shape {x.shape}, expected uint8 "
-                        "(N, 28, 28). Delete it and run `mnist-course data` again.")
+                        f"(N, 28, 28). Delete it and {again}")
     if y.ndim != 1:
         raise DataError(f"{labels} holds labels of shape {y.shape}, expected (N,). Delete it "
-                        "and run `mnist-course data` again.")
+                        f"and {again}")
     if len(x) != len(y):
         raise DataError(f"{images} holds {len(x):,} images but {labels} holds {len(y):,} "
-                        "labels. Delete both and run `mnist-course data` again.")
+                        f"labels. Delete both and {again}")
     return x, y.astype(np.int64)
 
 
-def load_mnist(root: str | os.PathLike | None = None, download: bool = True):
-    """Load MNIST as ``(x_train, y_train), (x_test, y_test)``.
+def load_mnist(root: str | os.PathLike | None = None, download: bool = True, *,
+               dataset: str = "mnist"):
+    """Load MNIST as ``(x_train, y_train), (x_test, y_test)``; Fashion-MNIST with
+    ``dataset="fashion-mnist"`` (labels 0-9 are then ``DATASETS["fashion-mnist"].classes``).
 
     Images are uint8 arrays of shape (N, 28, 28), labels int64 arrays of shape (N,):
     60,000 training and 10,000 test examples. The cached files are verified first (see
     :func:`fetch_mnist`); a damaged one is downloaded again, or, with ``download=False``, refused
     with a :class:`DataError`: the files must then already be in the cache, and intact.
     """
+    ds = get_dataset(dataset)
     if download:
-        folder = fetch_mnist(root)
+        folder = fetch_mnist(root, dataset=ds.name)
     else:
-        folder = raw_dir(root)
+        folder = raw_dir(root, dataset=ds.name)
         absent = [n for n in FILES if not (folder / n).is_file()]
         if absent:
-            raise DataError(f"MNIST is not in {_where(folder)} (missing: "
-                            f"{', '.join(absent)}). Run `mnist-course data`, or call "
-                            "load_mnist(download=True).")
-        stamps = _Stamps(folder)
-        problems = _check_cached(folder, stamps)
+            raise DataError(f"{ds.title} is not in {_where(folder)} (missing: "
+                            f"{', '.join(absent)}). Run `{ds.data_command}`, or call "
+                            f"{ds.download_call}.")
+        stamps = _Stamps(folder, ds.sha256)
+        problems = _check_cached(folder, stamps, ds)
         stamps.save()
         bad = {name: why for name, why in problems.items() if why}
         if bad:
@@ -631,25 +745,45 @@ def load_mnist(root: str | os.PathLike | None = None, download: bool = True):
             else:
                 lines = "\n".join(f"  - {name} {why}" for name, why in bad.items())
                 what = f"these files in {_where(folder)} are not used:\n{lines}\n"
-            raise DataError(f"{what}Run `mnist-course data`, or call "
-                            "load_mnist(download=True), to download a good copy.")
-    train = _load_pair(folder, FILES[0], FILES[1])
-    test = _load_pair(folder, FILES[2], FILES[3])
+            raise DataError(f"{what}Run `{ds.data_command}`, or call "
+                            f"{ds.download_call}, to download a good copy.")
+    train = _load_pair(folder, FILES[0], FILES[1], ds)
+    test = _load_pair(folder, FILES[2], FILES[3], ds)
     return train, test
 
 
-def normalize(images) -> np.ndarray:
-    """Scale uint8 images to float32 of shape (N, 1, 28, 28): ``(x / 255 - MEAN) / STD``.
+def normalize(images, *, dataset: str = "mnist") -> np.ndarray:
+    """Scale uint8 images to float32 of shape (N, 1, 28, 28): ``(x / 255 - MEAN) / STD``, with
+    the mean and std of ``dataset``'s training pixels (MNIST: 0.1307 and 0.3081; Fashion-MNIST:
+    0.2860 and 0.3530).
 
-    images: (N, 28, 28) or (N, 1, 28, 28). The result has mean about 0 and std about 1 on the
-    training set.
+    images: (N, 28, 28) or (N, 1, 28, 28). The result has mean about 0 and std about 1 on that
+    dataset's training set.
     """
+    ds = get_dataset(dataset)
     x = np.asarray(images)
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"expected images of shape (N, 28, 28) or (N, 1, 28, 28), got {x.shape}")
     out = x.astype(np.float32) / np.float32(255.0)
-    out -= np.float32(MEAN)
-    out /= np.float32(STD)
+    out -= np.float32(ds.mean)
+    out /= np.float32(ds.std)
     return out
+
+
+def train_val_split(x, y, n_val: int = 5000, seed: int = 0):
+    """The course's validation split, lesson 00's exercise: a seeded random permutation of the
+    N examples; its first ``n_val`` indices validate, the rest train.
+
+    x: (N, ...) array; y: (N,) array. Returns ``(x_tr, y_tr, x_val, y_val)`` with N - n_val and
+    n_val examples. Lessons use the learner's own version from ``mine`` and fall back to this
+    one (see :mod:`mnist_course.keep`).
+    """
+    if len(x) != len(y):
+        raise ValueError(f"x and y differ in length: {len(x)} and {len(y)}")
+    if not 0 <= n_val <= len(x):
+        raise ValueError(f"n_val must be between 0 and {len(x)}, got {n_val}")
+    order = np.random.default_rng(seed).permutation(len(x))
+    val, tr = order[:n_val], order[n_val:]
+    return x[tr], y[tr], x[val], y[val]

@@ -57,6 +57,7 @@ def main(results: str | os.PathLike = "results", epochs: int = 3, device: str = 
     ``limit`` images only (for quick tries and tests; the test set stays whole).
     """
     from mnist_course import data, training
+    from mnist_course.history import format_epoch
     from mnist_course.torch_cnn import pick_device
 
     if epochs < 1:
@@ -81,7 +82,7 @@ def main(results: str | os.PathLike = "results", epochs: int = 3, device: str = 
         print(f"\n== {_NAMES[impl]} ==", flush=True)
 
         def on_epoch(row, _epochs=epochs):
-            print(training.format_epoch(row, _epochs), flush=True)
+            print(format_epoch(row, _epochs), flush=True)
 
         runs.append(training.run(impl, epochs=epochs, device=str(dev), limit=limit,
                                  progress=progress, on_epoch=on_epoch,

@@ -78,7 +78,8 @@ def choose_backend(device: str, nproc: int) -> tuple[str, str]:
 
 def run(nproc: int, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
         limit: int | None = None, cosine: bool = True, save: Path | None = None,
-        device: str = "auto", verbose: bool = True) -> dict | None:
+        device: str = "auto", verbose: bool = True, dataset: str = "mnist",
+        rank_indices=None, scheme: str = "glorot") -> dict | None:
     """Train the course CNN with ``nproc`` processes and return rank 0's history.
 
     The backend is gloo on the CPU, or nccl with one GPU per process when there are enough
@@ -87,17 +88,29 @@ def run(nproc: int, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, 
     per sample over ALL ranks' images), plus ``world_size``, ``backend`` and
     ``steps_per_second``. ``batch_size`` is the global batch and must be a multiple of
     ``nproc``. Rank 0 prints one line per epoch (unless ``verbose`` is False) and, with ``save``,
-    writes the final ``state_dict`` there (CPU tensors). Under torchrun this process is one rank:
-    ranks other than 0 return None.
+    writes the final ``state_dict`` there (CPU tensors; ``torch_cnn.save_state``, which records
+    a ``dataset`` other than MNIST). ``dataset``: "mnist" or "fashion-mnist". Under torchrun this
+    process is one rank: ranks other than 0 return None.
+
+    ``scheme``: the initialisation of ``numpy_cnn.init_cnn`` ("glorot", the command line's, or
+    "he", lesson 03's choice). ``rank_indices``: a function ``(n, rank, world, seed, epoch) -> list of indices`` that picks
+    each rank's images (:class:`mnist_course.sampler.RankSampler`) instead of torch's
+    ``DistributedSampler``; it must be importable by the spawned processes (defined in a file,
+    such as the learner's ``mine``, not in a notebook).
     """
     if nproc < 1:
         raise CourseError(f"--nproc must be at least 1, got {nproc}")
     if batch_size % nproc:
         raise CourseError(f"--batch-size {batch_size} is the global batch: it must split evenly "
                           f"over --nproc {nproc} processes (try {nproc * max(1, batch_size // nproc)})")
+    if rank_indices is not None and getattr(rank_indices, "__module__", "__main__") == "__main__":
+        raise CourseError(f"{getattr(rank_indices, '__name__', rank_indices)} is defined in the "
+                          "notebook, and a spawned process can import a file, not a notebook "
+                          "function: save it to mine (keep.save) and pass keep.use's copy")
     config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
               "limit": limit, "cosine": cosine, "save": None if save is None else str(save),
-              "verbose": verbose}
+              "verbose": verbose, "dataset": dataset, "rank_indices": rank_indices,
+              "scheme": scheme}
     if under_torchrun():
         world = int(os.environ["WORLD_SIZE"])
         if world != nproc:
@@ -111,7 +124,7 @@ def run(nproc: int, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, 
 
     from mnist_course import data
 
-    data.fetch_mnist()  # once, here: the ranks then only read the verified cache
+    data.fetch_mnist(dataset=dataset)  # once, here: the ranks then only read the verified cache
     host = os.environ.get("MASTER_ADDR", "127.0.0.1")
     if "MASTER_PORT" in os.environ:
         port = int(os.environ["MASTER_PORT"])
@@ -138,9 +151,9 @@ def _worker(rank: int, world: int, address, config: dict) -> dict | None:
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-    from mnist_course import data, numpy_cnn, torch_cnn, training
-    from mnist_course._atomic import atomic_write
-    from mnist_course.history import EpochTotals, finish_history, new_history
+    from mnist_course import data, numpy_cnn, torch_cnn
+    from mnist_course.history import EpochTotals, finish_history, format_epoch, new_history
+    from mnist_course.schedule import cosine_factor
 
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     if config["device"] == "cuda":                  # one GPU per process (nccl)
@@ -154,26 +167,34 @@ def _worker(rank: int, world: int, address, config: dict) -> dict | None:
     try:
         torch.manual_seed(config["seed"])
         model = torch_cnn.CourseCNN()
-        torch_cnn.load_numpy_params(model, numpy_cnn.init_cnn(config["seed"]))
+        torch_cnn.load_numpy_params(model, numpy_cnn.init_cnn(config["seed"], config.get("scheme", "glorot")))
         model.to(device)
         ddp = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda"
                                       else None)
-        (x_train, y_train), (x_test, y_test) = data.load_mnist()
+        dataset = config.get("dataset", "mnist")
+        (x_train, y_train), (x_test, y_test) = data.load_mnist(dataset=dataset)
         if config["limit"] is not None:
             x_train, y_train = x_train[:config["limit"]], y_train[:config["limit"]]
-        train = TensorDataset(torch.from_numpy(data.normalize(x_train)),
+        train = TensorDataset(torch.from_numpy(data.normalize(x_train, dataset=dataset)),
                               torch.from_numpy(y_train))
-        sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True,
-                                     seed=config["seed"])
+        if config.get("rank_indices") is None:
+            sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True,
+                                         seed=config["seed"])
+        else:                               # the learner's rank_indices, as a sampler
+            from mnist_course.sampler import RankSampler
+
+            sampler = RankSampler(len(train), rank, world, config["seed"],
+                                  config["rank_indices"])
         loader = DataLoader(train, batch_size=config["batch_size"] // world, sampler=sampler)
-        test_loader = DataLoader(TensorDataset(torch.from_numpy(data.normalize(x_test)),
-                                               torch.from_numpy(y_test)), batch_size=1000)
+        test = TensorDataset(torch.from_numpy(data.normalize(x_test, dataset=dataset)),
+                             torch.from_numpy(y_test))
+        test_loader = DataLoader(test, batch_size=1000)
         optimizer = torch.optim.Adam(ddp.parameters(), lr=config["lr"])
         scheduler = None
         if config["cosine"]:
             total = config["epochs"] * len(loader)
             scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: training.cosine_factor(step, total))
+                optimizer, lambda step: cosine_factor(step, total))
         history = new_history()
         for epoch in range(1, config["epochs"] + 1):
             sampler.set_epoch(epoch)        # a new shuffle each epoch, the same on every rank
@@ -194,7 +215,7 @@ def _worker(rank: int, world: int, address, config: dict) -> dict | None:
                 history["epochs"].append(row)
                 history["step_loss"] += step_loss
                 if config["verbose"]:
-                    print(training.format_epoch(row, config["epochs"]), flush=True)
+                    print(format_epoch(row, config["epochs"]), flush=True)
             dist.barrier()                  # the others wait while rank 0 scores
         if rank != 0:
             return None
@@ -202,9 +223,10 @@ def _worker(rank: int, world: int, address, config: dict) -> dict | None:
         history["world_size"] = world
         history["backend"] = config["backend"]
         history["steps_per_second"] = (config["epochs"] * len(loader)) / history["train_seconds"]
+        history["sampler"] = ("DistributedSampler" if config.get("rank_indices") is None else
+                              f"RankSampler({config['rank_indices'].__module__})")
         if config["save"]:
-            with atomic_write(config["save"]) as f:
-                torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, f)
+            torch_cnn.save_state(config["save"], model, dataset=dataset)
         if config.get("history_file"):
             Path(config["history_file"]).write_text(json.dumps(history), encoding="utf-8")
         return history

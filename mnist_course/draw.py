@@ -15,6 +15,15 @@ empty drawing, or is larger than :data:`MAX_BODY` bytes gets a 4xx answer
 ``{"error": "..."}``; the server goes on serving. ``GET /api/info`` says which weights each
 network reads with.
 
+A body over the limit is answered 413 as soon as that is known, with ``Connection: close``. A
+client that is still sending (a blocking one such as ``urllib.request`` reads only once its whole
+body is sent) must still receive that answer, so connections are closed the way nginx closes
+them, a *lingering close* (:func:`lingering_close`): the server ends its side (the client reads
+the answer, then the end), then goes on reading and throwing away what the client sends, until
+the client closes, or :data:`LINGER_BYTES` more bytes came, or :data:`LINGER_SECONDS` passed,
+whichever is first. A huge or endless body therefore costs at most that much; a plain close with
+unread data would make the client's system answer with a connection reset instead of the 413.
+
 Weights come from a folder (default ``results/``, where ``make demo`` keeps them):
 ``numpy_cnn.npz`` (``numpy_cnn.save_params``, as ``mnist-course train numpy --save`` writes)
 and ``torch_cnn.pt`` (a ``CourseCNN`` state_dict, as ``mnist-course train torch --save``
@@ -28,6 +37,7 @@ it only when a server is built, so :data:`WEIGHT_FILES` and :func:`load_readers`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -43,10 +53,13 @@ from mnist_course.data import display_path
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "LINGER_BYTES",
+    "LINGER_SECONDS",
     "MAX_BODY",
     "WEIGHT_FILES",
     "Readers",
     "create_app",
+    "lingering_close",
     "load_readers",
     "main",
     "page",
@@ -58,6 +71,11 @@ DEFAULT_WEIGHTS = "results"
 #: The largest request body accepted, in bytes (a 280x280 drawing is about 10 KB; a full-screen
 #: canvas on a high-density display a few hundred).
 MAX_BODY = 2_000_000
+#: After the server closes a connection (after a 413, say), at most this many more bytes are read
+#: and thrown away, and for at most this many seconds, so that a client still sending its body
+#: receives the answer (:func:`lingering_close`). Well past what a browser would send the page.
+LINGER_BYTES = 16_000_000
+LINGER_SECONDS = 5.0
 
 _NAMES = {"numpy": "NumPy (by hand)", "torch": "PyTorch (autograd)"}
 
@@ -118,7 +136,8 @@ def load_readers(folder: str | os.PathLike = DEFAULT_WEIGHTS, *, limit: int | No
     one epoch (on the first ``limit`` training images when given; a progress bar when
     ``progress``) and saves it as ``folder/torch_cnn.pt`` (the folder is created). Raises
     ``numpy_cnn.WeightsFileError`` naming the file when a weights file is damaged or does not
-    fit the course CNN, and :class:`CourseError` when the folder cannot be used.
+    fit the course CNN or was trained on another dataset (Fashion-MNIST), and
+    :class:`CourseError` when the folder cannot be used.
     """
     from mnist_course import numpy_cnn, torch_cnn
 
@@ -137,10 +156,13 @@ def load_readers(folder: str | os.PathLike = DEFAULT_WEIGHTS, *, limit: int | No
     sources = {}
     if "torch" in found:
         torch_cnn.load_state(found["torch"], model, remedy=remedy)
+        _refuse_other_dataset(found["torch"], torch_cnn.saved_dataset(found["torch"]), remedy)
         sources["torch"] = display_path(found["torch"])
     if "numpy" in found:
-        params = numpy_cnn.load_params(found["numpy"], remedy=remedy.replace(
-            "torch", "numpy").replace(".pt", ".npz"))
+        np_remedy = remedy.replace("torch", "numpy").replace(".pt", ".npz")
+        params = numpy_cnn.load_params(found["numpy"], remedy=np_remedy)
+        _refuse_other_dataset(found["numpy"], numpy_cnn.saved_dataset(found["numpy"]),
+                              np_remedy)
         sources["numpy"] = display_path(found["numpy"])
     else:
         params = torch_cnn.numpy_params(model)
@@ -151,9 +173,24 @@ def load_readers(folder: str | os.PathLike = DEFAULT_WEIGHTS, *, limit: int | No
     return Readers(params, model, sources)
 
 
+def _refuse_other_dataset(path: Path, dataset: str, remedy: str) -> None:
+    """The page reads handwritten digits: a network trained on another dataset (recorded in its
+    file, see ``training.run``'s ``save``) is refused with a one-line error."""
+    if dataset == "mnist":
+        return
+    from mnist_course.data import DATASETS
+    from mnist_course.numpy_cnn import WeightsFileError
+
+    title = DATASETS[dataset].title if dataset in DATASETS else dataset
+    raise WeightsFileError(f"{path} holds a network trained on {title}, not on MNIST's "
+                           f"handwritten digits, so `draw` cannot use it. Give --weights "
+                           f"another folder, or {remedy[:1].lower()}{remedy[1:]}")
+
+
 def _train_torch(folder: Path, path: Path, limit: int | None, progress: bool,
                  log: Callable[[str], None]) -> None:
     from mnist_course import training
+    from mnist_course.history import format_epoch
 
     images = "60,000" if limit is None else f"{min(limit, 60_000):,}"
     log(f"No saved weights in {display_path(folder)} (looked for {' and '.join(WEIGHT_FILES.values())};"
@@ -166,7 +203,7 @@ def _train_torch(folder: Path, path: Path, limit: int | None, progress: bool,
         raise CourseError(f"cannot create the weights folder {folder}: {exc.strerror}. Choose "
                           "another with --weights DIR.") from None
     result = training.run("torch", epochs=1, limit=limit, progress=progress, save=path,
-                          on_epoch=lambda row: log(training.format_epoch(row, 1)))
+                          on_epoch=lambda row: log(format_epoch(row, 1)))
     log(f"Saved to {display_path(path)} (test accuracy {result['test_accuracy']:.4f}); the next start "
         "reads it.")
 
@@ -204,7 +241,10 @@ def create_app(readers: Readers, max_body: int = MAX_BODY):
     html = page()
 
     def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+        # After a 413 the rest of the body is not read: the connection cannot carry another
+        # request, so it is closed (lingering, see lingering_close) once the answer is sent.
+        headers = {"Connection": "close"} if status == 413 else None
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request, exc):   # 404, 405, ... as JSON with "error"
@@ -259,6 +299,147 @@ def create_app(readers: Readers, max_body: int = MAX_BODY):
     return app
 
 
+# --------------------------------------------------------------------------------------------
+# Closing connections: a lingering close
+# --------------------------------------------------------------------------------------------
+
+def lingering_close(protocol: type | None = None, *, max_bytes: int = LINGER_BYTES,
+                    seconds: float = LINGER_SECONDS) -> type:
+    """An HTTP protocol class for ``uvicorn.Config(http=...)`` whose connections close lingering.
+
+    ``protocol`` is the uvicorn HTTP protocol that does the work (default: uvicorn's choice,
+    httptools or h11). When it closes a connection, the server's side is ended first (the client
+    receives everything written, then the end of the stream), and what the client goes on sending
+    is read and thrown away until it closes too, or ``max_bytes`` more bytes came, or
+    ``seconds`` passed; then the connection is closed. Meanwhile the connection counts among the
+    server's open ones (a server that stops closes it at once), and every other connection is
+    served as usual.
+    """
+    if protocol is None:
+        try:
+            from uvicorn.protocols.http.auto import AutoHTTPProtocol
+        except ImportError:
+            raise _need_app_extra() from None
+        protocol = AutoHTTPProtocol
+    if max_bytes < 0 or seconds < 0:
+        raise ValueError(f"max_bytes and seconds must be >= 0, got {max_bytes} and {seconds}")
+    return type(f"Lingering{protocol.__name__}", (_LingeringClose,),
+                {"inner_class": protocol, "max_bytes": max_bytes, "seconds": seconds})
+
+
+class _LingeringClose(asyncio.Protocol):
+    """Stands between a connection's transport and the HTTP protocol (``inner_class``), which
+    sees a :class:`_Transport` whose ``close()`` starts the lingering close."""
+
+    inner_class: type
+    max_bytes: int
+    seconds: float
+
+    def __init__(self, config, server_state, app_state, _loop=None) -> None:
+        self.inner = self.inner_class(config=config, server_state=server_state,
+                                      app_state=app_state, _loop=_loop)
+        self.loop = _loop or asyncio.get_running_loop()
+        self.connections = server_state.connections
+        self.transport: asyncio.Transport | None = None
+        self.lingering = False     # the HTTP protocol closed: reading and throwing away
+        self.lost = False          # the connection is closed
+        self.discarded = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    # the asyncio protocol, passed on to the HTTP protocol until it closes
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.inner.connection_made(_Transport(self, transport))
+
+    def data_received(self, data: bytes) -> None:
+        if not self.lingering:
+            self.inner.data_received(data)
+            return
+        self.discarded += len(data)
+        if self.discarded > self.max_bytes:
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        if self.lingering:
+            return False                         # the client closed too: close
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        if not self.lingering:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if not self.lingering:
+            self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.lingering:
+            self.connections.discard(self)
+        else:
+            self.inner.connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """The server stops (it calls this on each open connection): no more lingering."""
+        self.transport.close()
+
+    def linger(self) -> None:
+        """The HTTP protocol closed the connection: end our side, then read until the client
+        closes, or ``max_bytes`` more came, or ``seconds`` passed."""
+        if self.lingering or self.lost:
+            return
+        self.lingering = True
+        transport = self.transport
+        # The HTTP protocol takes its leave the way asyncio tells it a connection closed, on the
+        # loop's next turn; from now on the connection is this object's to close.
+        self.connections.add(self)
+        self.loop.call_soon(self.inner.connection_lost, None)
+        if transport.is_closing():
+            return
+        if not transport.can_write_eof():     # TLS: no half-close; the answer's length tells
+            transport.close()
+            return
+        transport.write_eof()                 # after what is written so far
+        transport.resume_reading()            # the HTTP protocol may have paused it
+        self.timer = self.loop.call_later(self.seconds, transport.close)
+
+
+class _Transport:
+    """The transport as the HTTP protocol sees it: ``close()`` lingers, and after that nothing
+    it does reaches the connection."""
+
+    def __init__(self, owner: _LingeringClose, transport) -> None:
+        self._owner = owner
+        self._transport = transport
+
+    def __getattr__(self, name):              # get_extra_info, get_write_buffer_size, ...
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        self._owner.linger()
+
+    def is_closing(self) -> bool:
+        return self._owner.lingering or self._transport.is_closing()
+
+    def write(self, data) -> None:
+        if not self.is_closing():
+            self._transport.write(data)
+
+    def writelines(self, lines) -> None:
+        if not self.is_closing():
+            self._transport.writelines(lines)
+
+    def pause_reading(self) -> None:
+        if not self.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self.is_closing():
+            self._transport.resume_reading()
+
+
 def _bind(host: str, port: int) -> socket.socket:
     """A listening socket on (host, port), or a CourseError that says what to do."""
     if not 0 <= port <= 65535:
@@ -307,7 +488,8 @@ def main(*, host: str = "127.0.0.1", port: int = 8000, open_browser: bool = True
             print(f"Listening on {host}: other machines on your network can open this page.",
                   flush=True)
         print(f"Draw a digit at {url}  (Ctrl+C stops the server)", flush=True)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                               http=lingering_close()))
         if open_browser:
             threading.Thread(target=_open_when_started, args=(server, url), daemon=True).start()
         server.run(sockets=[sock])

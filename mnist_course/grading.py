@@ -38,18 +38,11 @@ from pathlib import Path
 import nbformat
 
 from mnist_course import CourseError
-from mnist_course.notebooks import (
-    BEGIN,
-    CODE_STUB,
-    END,
-    MARKDOWN_STUB,
-    NotebookError,
-    read_notebook,
-    render,
-    strip_solutions,
-)
+from mnist_course.notebook_io import NotebookError, read_notebook, render
+from mnist_course.regions import BEGIN, CODE_STUB, END, MARKDOWN_STUB, strip_solutions
 
-__all__ = ["Role", "annotate", "main", "roles", "stray_markers", "summary", "write_source"]
+__all__ = ["Role", "annotate", "main", "metadata_roles", "roles", "stray_markers", "summary",
+           "write_source"]
 
 SCHEMA_VERSION = 3
 KEY = "nbgrader"
@@ -58,7 +51,7 @@ KEY = "nbgrader"
 # autograde copies them beside each submission).
 LESSON_INPUTS = {
     "03_numpy_cnn": ("numpy_mlp.npz",),       # lesson 01's trained MLP (CNN against MLP)
-    "05_torch_autograd": ("numpy_cnn.npz",),  # lesson 03's trained CNN (optional there)
+    "06_torch_autograd": ("numpy_cnn.npz",),  # lesson 03's trained CNN (optional there)
 }
 _NAME = re.compile(r"^(\s*)(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", re.MULTILINE)
 _INVALID_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
@@ -141,6 +134,28 @@ def roles(nb: nbformat.NotebookNode, name: str = "notebook") -> list[Role | None
             result[index] = Role("test", _unique(f"ex{run_number}_check", taken),
                                  points=len(run))
             run = []
+    return result
+
+
+def metadata_roles(nb: nbformat.NotebookNode) -> list[Role | None]:
+    """The nbgrader role of every cell of ``nb`` as its cell metadata says (None: no metadata).
+
+    This is what ``nbgrader autograde`` reads, and what survives a learner's editing: Jupyter
+    keeps a cell's metadata when its source is rewritten. A cell with ``solution`` and not
+    ``grade`` is a solution cell, ``grade`` and not ``solution`` a test cell, both a written
+    answer; a cell without a ``grade_id``, or with neither flag, has no role.
+    """
+    result: list[Role | None] = []
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get(KEY) or {}
+        solution, grade = bool(meta.get("solution")), bool(meta.get("grade"))
+        grade_id = meta.get("grade_id")
+        if not grade_id or not isinstance(grade_id, str) or not (solution or grade):
+            result.append(None)
+            continue
+        kind = "answer" if solution and grade else "solution" if solution else "test"
+        points = meta.get("points", 0) if kind != "solution" else 0
+        result.append(Role(kind, grade_id, points if isinstance(points, int) else 0))
     return result
 
 

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 
 from mnist_course import CourseError
 
-__all__ = ["EpochTotals", "eval_name_of", "finish_history", "new_history"]
+__all__ = ["EpochTotals", "eval_name_of", "finish_history", "format_epoch", "new_history"]
 
 
 class EpochTotals:
@@ -111,3 +111,14 @@ def eval_name_of(row: Mapping) -> str:
                           f"keys {', '.join(row)}: expected exactly one '<name>_acc' besides "
                           "'train_acc'")
     return names[0]
+
+
+def format_epoch(row: dict, epochs: int) -> str:
+    """One line for one epoch row of either ``fit``, e.g.
+    ``epoch 1/3  loss 0.1520  train acc 0.9541  test acc 0.9857  12.3 s``
+    (``val acc`` for a row scored on a validation split)."""
+    width = len(str(epochs))
+    name = eval_name_of(row)
+    return (f"epoch {row['epoch']:>{width}}/{epochs}  loss {row['loss']:.4f}  "
+            f"train acc {row['train_acc']:.4f}  {name} acc {row[f'{name}_acc']:.4f}  "
+            f"{row['seconds']:.1f} s")

@@ -26,7 +26,9 @@ The course CNN (93,322 parameters)::
 :func:`save_params` and :func:`load_params` write and read weights as ``.npz`` files (lesson 01's
 ``numpy_mlp.npz``, lesson 03's ``numpy_cnn.npz``): written atomically, read without ever
 unpickling, and checked, so that a damaged file, or one received from someone else, gives a
-clear :class:`WeightsFileError` instead of a traceback or running foreign code.
+clear :class:`WeightsFileError` instead of a traceback or running foreign code. Weights trained
+on another dataset than MNIST carry its name (``save_params(..., dataset="fashion-mnist")``,
+read back by :func:`saved_dataset`); :func:`load_params` leaves that record out.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ __all__ = [  # noqa: RUF022 (in reading order)
     "relu_forward", "relu_backward", "linear_forward", "linear_backward",
     "softmax_cross_entropy", "PARAM_NAMES", "PARAM_SHAPES", "init_cnn", "cnn_forward",
     "cnn_backward", "cnn_loss_and_grads", "fused_forward", "fused_loss_and_grads", "predict",
-    "summary", "save_params", "load_params", "WeightsFileError", "MissingWeightsError",
+    "summary", "save_params", "load_params", "saved_dataset", "WeightsFileError",
+    "MissingWeightsError",
     "batchnorm2d_forward", "batchnorm2d_backward", "dropout_forward",
     "dropout_backward", "SGD", "RMSprop", "Adam", "fit",
 ]
@@ -603,6 +606,10 @@ WRITTEN_BY = {
 
 _NPY_HEADER_BYTES = 4096  # generous room for the header of one .npy member
 
+#: The .npz member that records the dataset a network was trained on (absent: MNIST). A string,
+#: not a weight: load_params leaves it out.
+_DATASET_KEY = "__dataset__"
+
 
 def _remedy(path: Path) -> str:
     lesson = WRITTEN_BY.get(path.name)
@@ -613,8 +620,13 @@ def _remedy(path: Path) -> str:
             "whoever sent it for a new copy.")
 
 
-def save_params(path: str | os.PathLike, params: Mapping[str, np.ndarray]) -> Path:
+def save_params(path: str | os.PathLike, params: Mapping[str, np.ndarray], *,
+                dataset: str | None = None) -> Path:
     """Save a dict of float arrays to ``path`` as an ``.npz`` file, atomically; return the path.
+
+    ``dataset``: the dataset the weights were trained on, other than MNIST (e.g.
+    ``"fashion-mnist"``), recorded in the file for :func:`saved_dataset`. None or ``"mnist"``
+    records nothing, so the file holds the weights alone, as before.
 
     The arrays are written to a temporary file in the same folder, flushed to disk and renamed
     onto ``path`` only when complete, so an interrupted save never leaves a half-written file
@@ -628,13 +640,16 @@ def save_params(path: str | os.PathLike, params: Mapping[str, np.ndarray]) -> Pa
                          f"{type(params).__name__}")
     arrays = {}
     for name, value in params.items():
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"parameter names must be non-empty strings, got {name!r}")
+        if not isinstance(name, str) or not name or name == _DATASET_KEY:
+            raise ValueError(f"parameter names must be non-empty strings other than "
+                             f"{_DATASET_KEY!r}, got {name!r}")
         a = np.asarray(value)
         if not np.issubdtype(a.dtype, np.floating):
             raise ValueError(f"params[{name!r}] has dtype {a.dtype}; save_params writes float "
                              "arrays (weights) only")
         arrays[name] = a
+    if dataset is not None and dataset != "mnist":
+        arrays[_DATASET_KEY] = np.array(str(dataset))
     try:
         with atomic_write(path) as f:
             np.savez(f, **arrays)
@@ -678,6 +693,8 @@ def _read_npz(path: Path, shapes: Mapping[str, tuple] | None, fix: str) -> dict:
                             f"of shape {tuple(shapes[name])} can. {fix}")
         params = {}
         for name in f.files:
+            if name == _DATASET_KEY:   # the record of the dataset, not a weight
+                continue
             a = f[name]
             if not isinstance(a, np.ndarray):
                 raise WeightsFileError(f"{path} holds {name!r}, which is not a NumPy array: it "
@@ -742,6 +759,30 @@ def load_params(path: str | os.PathLike, shapes: Mapping[str, tuple] | None = PA
             raise WeightsFileError(f"{path}: {name} has shape {params[name].shape}, expected "
                                    f"{tuple(want)}. {fix}")
     return {name: params[name] for name in shapes}
+
+
+def saved_dataset(path: str | os.PathLike) -> str:
+    """The dataset the weights in the ``.npz`` file ``path`` were trained on, as
+    ``save_params(..., dataset=...)`` recorded it: ``"mnist"`` when the file has no record (every
+    file written before the record existed, and every MNIST one). Read without unpickling; a file
+    that cannot be read raises :class:`WeightsFileError` (load it with :func:`load_params` first
+    for the full diagnosis)."""
+    path = Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):   # a single array (.npy): no record
+            return "mnist"
+        with loaded as f:
+            if _DATASET_KEY not in f.files:
+                return "mnist"
+            record = f[_DATASET_KEY]
+    except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError) as exc:
+        raise WeightsFileError(f"{path} cannot be loaded: {_unreadable(exc)}. "
+                               f"{_remedy(path)}") from None
+    if record.dtype.kind != "U" or record.shape != ():
+        raise WeightsFileError(f"{path}: its {_DATASET_KEY} entry is not a dataset name. "
+                               f"{_remedy(path)}")
+    return str(record[()])
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import os
 import pickle
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mnist_course import CourseError, live_progress
+from mnist_course._atomic import atomic_write
 from mnist_course.history import EpochTotals, finish_history, new_history
 from mnist_course.numpy_cnn import (  # PARAM_SHAPES: the NumPy layout (F, C, KH, KW), (D_in, D_out)
     PARAM_SHAPES,
@@ -46,6 +48,7 @@ from mnist_course.summary_table import format_summary  # the table numpy_cnn.sum
 __all__ = [
     "PARAM_SHAPES",
     "CourseCNN",
+    "IdxDataset",
     "MissingWeightsError",
     "ShapeError",
     "WeightsFileError",
@@ -59,6 +62,8 @@ __all__ = [
     "numpy_params",
     "pick_device",
     "predict",
+    "save_state",
+    "saved_dataset",
     "summary",
     "summary_rows",
     "train_one_epoch",
@@ -260,6 +265,49 @@ def load_state(path: str | os.PathLike, model: nn.Module, map_location="cpu", *,
     return model
 
 
+#: Where a saved state_dict records the dataset its network was trained on: a key of the root
+#: module's entry in the state_dict's ``_metadata`` (the per-module dict that holds "version").
+#: ``torch.load(weights_only=True)`` keeps it and ``load_state_dict`` ignores it, so such a file
+#: loads like any other; a file without it is an MNIST network.
+_DATASET_METADATA = "mnist_course.dataset"
+
+
+def save_state(path: str | os.PathLike, model: nn.Module, *, dataset: str | None = None) -> Path:
+    """Write ``model``'s ``state_dict``, on the CPU, to ``path`` atomically; return the path.
+
+    The file loads anywhere with ``torch.load(path, weights_only=True)`` and
+    ``model.load_state_dict(...)`` (or :func:`load_state`). ``dataset``: the dataset the network
+    was trained on, other than MNIST (e.g. ``"fashion-mnist"``), recorded in the state_dict's
+    ``_metadata`` for :func:`saved_dataset`; None or ``"mnist"`` records nothing.
+    """
+    path = Path(path)
+    state = model.state_dict()
+    cpu = OrderedDict((k, v.detach().cpu()) for k, v in state.items())  # loads anywhere
+    cpu._metadata = OrderedDict((k, dict(v)) for k, v in getattr(state, "_metadata", {}).items())
+    if dataset is not None and dataset != "mnist":
+        cpu._metadata.setdefault("", {})[_DATASET_METADATA] = str(dataset)
+    with atomic_write(path) as f:
+        torch.save(cpu, f)
+    return path
+
+
+def saved_dataset(path: str | os.PathLike) -> str:
+    """The dataset the state_dict in ``path`` was trained on, as :func:`save_state` recorded it:
+    ``"mnist"`` when the file has no record (files written before the record existed, and every
+    MNIST one). Read with ``weights_only=True``; a file that cannot be read raises
+    :class:`WeightsFileError` (:func:`load_state` gives the full diagnosis)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (as in load_state)
+        raise WeightsFileError(f"{path} cannot be loaded: {_torch_load_problem(path, exc)}. "
+                               "Save it again with torch_cnn.save_state.") from None
+    meta = getattr(state, "_metadata", None)
+    root = meta.get("", {}) if isinstance(meta, Mapping) else {}
+    record = root.get(_DATASET_METADATA, "mnist") if isinstance(root, Mapping) else "mnist"
+    return str(record)
+
+
 # --------------------------------------------------------------------------------------------
 # Summary table
 # --------------------------------------------------------------------------------------------
@@ -361,8 +409,11 @@ def pick_device(name: str | torch.device = "auto") -> torch.device:
 
 
 def mnist_loaders(batch_size: int = 64, seed: int = 0, limit: int | None = None, root=None,
-                  num_workers: int = 0, *, pin_memory: bool = False, test_batch_size: int = 1000):
-    """Training and test ``DataLoader`` s for MNIST: ``(train_loader, test_loader)``.
+                  num_workers: int = 0, *, pin_memory: bool = False, test_batch_size: int = 1000,
+                  dataset: str = "mnist"):
+    """Training and test ``DataLoader`` s for MNIST: ``(train_loader, test_loader)``; for
+    Fashion-MNIST with ``dataset="fashion-mnist"``, normalised with its own mean and std
+    (0.2860, 0.3530).
 
     The images are loaded once with ``mnist_course.data.load_mnist`` (the course cache, so no
     download when it is there), normalised with ``data.normalize`` (exactly what
@@ -388,17 +439,40 @@ def mnist_loaders(batch_size: int = 64, seed: int = 0, limit: int | None = None,
         raise CourseError(f"batch_size must be at least 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise CourseError(f"limit must be at least 1 (or None for all 60,000), got {limit}")
-    (x_train, y_train), (x_test, y_test) = data.load_mnist(root)
+    (x_train, y_train), (x_test, y_test) = data.load_mnist(root, dataset=dataset)
     if limit is not None:
         x_train, y_train = x_train[:limit], y_train[:limit]
-    train = TensorDataset(torch.from_numpy(data.normalize(x_train)), torch.from_numpy(y_train))
-    test = TensorDataset(torch.from_numpy(data.normalize(x_test)), torch.from_numpy(y_test))
+    train = TensorDataset(torch.from_numpy(data.normalize(x_train, dataset=dataset)),
+                          torch.from_numpy(y_train))
+    test = TensorDataset(torch.from_numpy(data.normalize(x_test, dataset=dataset)),
+                         torch.from_numpy(y_test))
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator,
                               num_workers=num_workers, pin_memory=pin_memory)
     test_loader = DataLoader(test, batch_size=test_batch_size, shuffle=False,
                              num_workers=num_workers, pin_memory=pin_memory)
     return train_loader, test_loader
+
+
+class IdxDataset(torch.utils.data.Dataset):
+    """MNIST from a pair of IDX files, the course's copy of lesson 07's exercise: both files read
+    once (``data.read_idx``), the images normalised once. Items: (image float32 (1, 28, 28),
+    label int)."""
+
+    def __init__(self, images_path, labels_path) -> None:
+        from mnist_course import data
+
+        images, labels = data.read_idx(images_path), data.read_idx(labels_path)
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images):,} images but {len(labels):,} labels")
+        self.images = torch.from_numpy(data.normalize(images))            # (N, 1, 28, 28)
+        self.labels = torch.from_numpy(labels.astype(np.int64))            # (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.labels[i])
 
 
 # --------------------------------------------------------------------------------------------

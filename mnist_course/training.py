@@ -4,8 +4,10 @@ Both implementations start from the very same weights, ``numpy_cnn.init_cnn(seed
 same normalised data and use Adam with the same learning rate, decayed along the same cosine, so
 their results can be compared side by side. Both are scored on the TEST set after each epoch, so
 their histories (see ``mnist_course.history``) have ``test_acc`` rows and ``test_accuracy``.
-``run`` returns that history plus ``impl``, ``epochs``, ``params``, ``device`` and ``saved``
-(``--save``: the final weights, written atomically).
+``run`` returns that history plus ``impl``, ``dataset``, ``epochs``, ``params``, ``device`` and
+``saved`` (``--save``: the final weights, written atomically, with the dataset recorded in them
+when it is not MNIST). ``dataset="fashion-mnist"`` trains the same network, from the same
+weights, on Fashion-MNIST, normalised with that dataset's own mean and std.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mnist_course import CourseError
-from mnist_course._atomic import atomic_write
-from mnist_course.history import eval_name_of
+
+# cosine_factor and format_epoch stay importable from here: lesson 08 calls
+# training.cosine_factor (their home is below training and distributed, which both use them).
+from mnist_course.history import format_epoch
+from mnist_course.schedule import CosineDecay, cosine_factor
 
 __all__ = ["IMPLS", "SCHEDULES", "cosine_factor", "format_epoch", "run"]
 
@@ -25,31 +30,10 @@ IMPLS = ("numpy", "torch")
 SCHEDULES = ("cosine", "constant")
 
 
-def cosine_factor(step: int, total_steps: int) -> float:
-    """Learning-rate multiplier at ``step`` (0-based) of ``total_steps``: 1 -> 0 along a cosine.
+def _validate(impl, epochs, batch_size, lr, limit, schedule, dataset) -> None:
+    from mnist_course import data
 
-    Small steps at the end let Adam settle in a minimum instead of bouncing around it; with a
-    constant 1e-3 the test accuracy after 3 epochs wobbles around 0.985, with the decay it ends
-    near 0.99.
-    """
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-
-
-class _CosineDecay:
-    """Wraps a NumPy optimiser (anything with ``.lr`` and ``.step(params, grads)``) so that its
-    learning rate follows :func:`cosine_factor`, exactly like ``LambdaLR`` does for torch."""
-
-    def __init__(self, optimizer, total_steps: int) -> None:
-        self.optimizer, self.total_steps, self.t = optimizer, total_steps, 0
-        self.base_lr = optimizer.lr
-
-    def step(self, params: dict, grads: dict) -> None:
-        self.optimizer.lr = self.base_lr * cosine_factor(self.t, self.total_steps)
-        self.optimizer.step(params, grads)
-        self.t += 1
-
-
-def _validate(impl, epochs, batch_size, lr, limit, schedule) -> None:
+    data.get_dataset(dataset)   # an unknown name: DataError, with the choices
     if impl not in IMPLS:
         raise CourseError(f"unknown implementation {impl!r}: choose 'numpy' or 'torch'")
     if schedule not in SCHEDULES:
@@ -68,9 +52,12 @@ def _validate(impl, epochs, batch_size, lr, limit, schedule) -> None:
 def run(impl: str, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
         device: str = "auto", limit: int | None = None, progress: bool = True,
         on_epoch: Callable[[dict], None] | None = None, schedule: str = "cosine",
-        save: str | os.PathLike | None = None, nproc: int | None = None) -> dict | None:
+        save: str | os.PathLike | None = None, nproc: int | None = None,
+        dataset: str = "mnist") -> dict | None:
     """Train the course CNN with ``impl`` ("numpy" or "torch") on MNIST and return its history.
 
+    - dataset: "mnist" (default) or "fashion-mnist" (see ``mnist_course.data.DATASETS``); the
+      images are normalised with that dataset's mean and std.
     - epochs, batch_size, lr: Adam starting at this learning rate, minibatches of this size.
     - schedule: "cosine" (default) lowers the learning rate after every step along a cosine,
       from ``lr`` to 0 at the end of the last epoch (see :func:`cosine_factor`), the same way in
@@ -88,16 +75,18 @@ def run(impl: str, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, s
     - save: a file for the final weights, written atomically after training: for "numpy" an
       ``.npz`` of the parameter dict (read it with ``numpy_cnn.load_params``), for "torch" a
       ``CourseCNN`` state_dict on the CPU (``torch.load(path, weights_only=True)``, or
-      ``torch_cnn.load_state``). Its folder is checked before training starts.
+      ``torch_cnn.load_state``). Its folder is checked before training starts. A network
+      trained on another dataset than MNIST records it there (``numpy_cnn.saved_dataset``,
+      ``torch_cnn.saved_dataset``), so that ``mnist-course draw`` can refuse it.
 
     Returns the history dict of the implementation's ``fit`` (``epochs``, ``step_loss``,
     ``test_accuracy``, ``train_seconds``, ``seconds_per_epoch``; rows with ``epoch``, ``loss``
     (mean per sample), ``train_acc``, ``test_acc``, ``seconds``, and for torch also
-    ``test_loss`` and ``lr``) plus ``impl``, ``epochs`` (the number),
+    ``test_loss`` and ``lr``) plus ``impl``, ``dataset``, ``epochs`` (the number),
     ``params`` (93,322), ``device`` and ``saved`` (the path written, or None). Since ``epochs`` is now the number, the untouched history
     (with its per-epoch rows, what ``plots.plot_history`` draws) stays available as ``history``.
     """
-    _validate(impl, epochs, batch_size, lr, limit, schedule)
+    _validate(impl, epochs, batch_size, lr, limit, schedule, dataset)
     if save is not None:
         _check_writable(Path(save))
     cosine = schedule == "cosine"
@@ -108,26 +97,27 @@ def run(impl: str, *, epochs: int = 3, batch_size: int = 64, lr: float = 1e-3, s
 
         history = distributed.run(nproc, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                                   limit=limit, cosine=cosine, device=device,
-                                  save=None if save is None else Path(save))
+                                  save=None if save is None else Path(save), dataset=dataset)
         if history is None:      # a rank other than 0 under torchrun: rank 0 reports
             return None
         result = dict(history)
         result["history"] = history
-        result.update(impl=impl, epochs=int(epochs), params=93_322,
+        result.update(impl=impl, dataset=dataset, epochs=int(epochs), params=93_322,
                       device="cuda" if history["backend"] == "nccl" else "cpu",
                       saved=None if save is None else str(save))
         return result
     if impl == "numpy":
         history, n_params, dev, write = _run_numpy(epochs, batch_size, lr, seed, limit,
-                                                   progress, on_epoch, cosine)
+                                                   progress, on_epoch, cosine, dataset)
     else:
         history, n_params, dev, write = _run_torch(epochs, batch_size, lr, seed, device, limit,
-                                                   progress, on_epoch, cosine)
+                                                   progress, on_epoch, cosine, dataset)
     if save is not None:
         write(Path(save))
     result = dict(history)
     result["history"] = history  # keeps the per-epoch list that "epochs" now shadows
-    result.update(impl=impl, epochs=int(epochs), params=int(n_params), device=dev,
+    result.update(impl=impl, dataset=dataset, epochs=int(epochs), params=int(n_params),
+                  device=dev,
                   saved=None if save is None else str(save))
     return result
 
@@ -146,24 +136,30 @@ def _check_writable(path: Path) -> None:
                           "place")
 
 
-def _run_numpy(epochs, batch_size, lr, seed, limit, progress, on_epoch, cosine):
+def _run_numpy(epochs, batch_size, lr, seed, limit, progress, on_epoch, cosine, dataset):
     from mnist_course import data, numpy_cnn
 
-    (x_train, y_train), (x_test, y_test) = data.load_mnist()
+    (x_train, y_train), (x_test, y_test) = data.load_mnist(dataset=dataset)
     if limit is not None:
         x_train, y_train = x_train[:limit], y_train[:limit]
     params = numpy_cnn.init_cnn(seed)
     n_params = sum(int(v.size) for v in params.values())
     optimizer = numpy_cnn.Adam(lr)
     if cosine:
-        optimizer = _CosineDecay(optimizer, epochs * math.ceil(len(x_train) / batch_size))
-    history = numpy_cnn.fit(params, data.normalize(x_train), y_train, data.normalize(x_test),
-                            y_test, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                            seed=seed, progress=progress, on_epoch=on_epoch)
-    return history, n_params, "cpu", lambda path: numpy_cnn.save_params(path, params)
+        optimizer = CosineDecay(optimizer, epochs * math.ceil(len(x_train) / batch_size))
+    history = numpy_cnn.fit(params, data.normalize(x_train, dataset=dataset), y_train,
+                            data.normalize(x_test, dataset=dataset), y_test, epochs=epochs,
+                            batch_size=batch_size, optimizer=optimizer, seed=seed,
+                            progress=progress, on_epoch=on_epoch)
+
+    def write(path: Path) -> None:
+        numpy_cnn.save_params(path, params, dataset=dataset)
+
+    return history, n_params, "cpu", write
 
 
-def _run_torch(epochs, batch_size, lr, seed, device, limit, progress, on_epoch, cosine):
+def _run_torch(epochs, batch_size, lr, seed, device, limit, progress, on_epoch, cosine,
+               dataset):
     import torch
 
     from mnist_course import numpy_cnn, torch_cnn
@@ -174,7 +170,7 @@ def _run_torch(epochs, batch_size, lr, seed, device, limit, progress, on_epoch, 
     torch_cnn.load_numpy_params(model, numpy_cnn.init_cnn(seed))
     model.to(dev)
     train_loader, test_loader = torch_cnn.mnist_loaders(batch_size=batch_size, seed=seed,
-                                                        limit=limit,
+                                                        limit=limit, dataset=dataset,
                                                         pin_memory=dev.type == "cuda")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = None
@@ -187,19 +183,6 @@ def _run_torch(epochs, batch_size, lr, seed, device, limit, progress, on_epoch, 
                             eval_name="test")
 
     def write(path: Path) -> None:
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # loads anywhere
-        with atomic_write(path) as f:
-            torch.save(state, f)
+        torch_cnn.save_state(path, model, dataset=dataset)  # CPU tensors: loads anywhere
 
     return history, torch_cnn.count_params(model), str(dev), write
-
-
-def format_epoch(row: dict, epochs: int) -> str:
-    """One line for one epoch row of either ``fit``, e.g.
-    ``epoch 1/3  loss 0.1520  train acc 0.9541  test acc 0.9857  12.3 s``
-    (``val acc`` for a row scored on a validation split)."""
-    width = len(str(epochs))
-    name = eval_name_of(row)
-    return (f"epoch {row['epoch']:>{width}}/{epochs}  loss {row['loss']:.4f}  "
-            f"train acc {row['train_acc']:.4f}  {name} acc {row[f'{name}_acc']:.4f}  "
-            f"{row['seconds']:.1f} s")

@@ -80,8 +80,16 @@ def make_rank_indices(bug: str | None = None):
         total = math.ceil(n / world) * world
         if bug == "duplicates":      # always pads, even when n is already a multiple
             total = (n // world + 1) * world
+        k = total - n
+        pads = {"pad_last": [order[-1]] * k, "pad_first": [order[0]] * k,
+                "pad_from_end": order[len(order) - k:], "pad_range": list(range(k)),
+                "pad_zeros": [0] * k, "pad_n_mod_world": order[:n % world]}
         if bug == "drop_padding":
             padded = order
+        elif bug in pads:
+            padded = order + pads[bug]
+        elif bug == "pad_in_front":
+            padded = order[:k] + order
         else:
             padded = order + (order * math.ceil(total / n))[:total - n]
         if bug == "same_shard":

@@ -783,3 +783,121 @@ def com_in_place(image):
     image /= image.sum()                    # normalises the caller's image
     r, c = np.indices(image.shape)
     return (r * image).sum(), (c * image).sum()
+
+
+# issue 23: the order and the number of the draws
+def shift_dx_drawn_first(x, y, max_shift=2, generator=None):
+    n, m = x.shape[0], max_shift
+    dx = torch.randint(-m, m + 1, (n,), generator=generator)
+    dy = torch.randint(-m, m + 1, (n,), generator=generator)
+    return _shift_batch(x, m - dy, m - dx, m, float(x.min())), y
+
+
+def shift_one_draw_for_both(x, y, max_shift=2, generator=None):
+    n, m = x.shape[0], max_shift
+    d = torch.randint(-m, m + 1, (n,), generator=generator)
+    return _shift_batch(x, m - d, m - d, m, float(x.min())), y
+
+
+def shift_one_draw_opposite(x, y, max_shift=2, generator=None):
+    n, m = x.shape[0], max_shift
+    d = torch.randint(-m, m + 1, (n,), generator=generator)
+    return _shift_batch(x, m - d, m + d, m, float(x.min())), y
+
+
+def shift_dx_first_reversed(x, y, max_shift=2, generator=None):
+    n, m = x.shape[0], max_shift
+    dx = torch.randint(-m, m + 1, (n,), generator=generator)
+    dy = torch.randint(-m, m + 1, (n,), generator=generator)
+    return _shift_batch(x, m + dy, m + dx, m, float(x.min())), y
+
+
+def shift_pairs_per_image(x, y, max_shift=2, generator=None):
+    """Correct too: another draw order, (dy, dx) pairs of one (N, 2) draw."""
+    n, m = x.shape[0], max_shift
+    d = torch.randint(-m, m + 1, (n, 2), generator=generator)
+    return _shift_batch(x, m - d[:, 0], m - d[:, 1], m, float(x.min())), y
+
+
+# --------------------------------------------------------------------------------------------
+# issue 23: im2col (lesson 02's vectorised convolution) and its mistakes
+# --------------------------------------------------------------------------------------------
+
+def _im2col(xp, kh, kw, stride, oh, ow, order="cij"):
+    """(N, C*KH*KW, OH*OW) columns; order: how a window's values are listed."""
+    n, c = xp.shape[:2]
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=xp.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+    axes = {"cij": (0, 1, 2, 3), "cji": (0, 1, 3, 2), "ijc": (0, 2, 3, 1), "jic": (0, 3, 2, 1)}
+    cols = cols.transpose(*axes[order], 4, 5)
+    return cols.reshape(n, c * kh * kw, oh * ow)
+
+
+def _col2im(dcols, xp_shape, kh, kw, stride, oh, ow, order="cij"):
+    n, c = xp_shape[:2]
+    shape = {"cij": (c, kh, kw), "cji": (c, kw, kh), "ijc": (kh, kw, c), "jic": (kw, kh, c)}
+    back = {"cij": (0, 1, 2, 3), "cji": (0, 1, 3, 2), "ijc": (0, 3, 1, 2), "jic": (0, 3, 2, 1)}
+    d = dcols.reshape(n, *shape[order], oh, ow).transpose(*back[order], 4, 5)
+    dxp = np.zeros(xp_shape, dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += d[:, :, i, j]
+    return dxp
+
+
+def make_conv_im2col(bug=None):
+    """(forward, backward) of conv2d with im2col and one named mistake (None: correct)."""
+
+    def forward(x, w, b, stride=1, pad=0):
+        n, _, h, wd = x.shape
+        f, _, kh, kw = w.shape
+        oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+        if bug == "pad_all_axes":
+            xp = np.pad(x, pad)
+        else:
+            xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        order = bug if bug in ("cji", "ijc", "jic") else "cij"
+        cols = _im2col(xp, kh, kw, stride, oh, ow, order)          # (N, CKK, P)
+        rows = cols.transpose(0, 2, 1).reshape(n * oh * ow, -1)     # (N*P, CKK)
+        out = rows @ w.reshape(f, -1).T + b                         # (N*P, F)
+        if bug == "no_transpose":
+            out = out.reshape(n, f, oh, ow)
+        else:
+            out = out.reshape(n, oh, ow, f).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(out), (x, w, b, stride, pad)
+
+    def backward(dout, cache):
+        x, w, _, stride, pad = cache
+        n, c, h, wd = x.shape
+        f, _, kh, kw = w.shape
+        oh, ow = dout.shape[2:]
+        repad = 0 if bug == "windows_not_padded" else pad
+        xp = np.pad(x, ((0, 0), (0, 0), (repad, repad), (repad, repad)))
+        order = bug[9:] if bug and bug.startswith("backward_") and bug[9:] in (
+            "cji", "ijc", "jic") else "cij"
+        cols = _im2col(np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))), kh, kw, stride,
+                       oh, ow, order)
+        if bug == "windows_not_padded":
+            cols = _im2col(xp, kh, kw, stride, oh, ow)               # raises for pad > 0
+        rows = cols.transpose(0, 2, 1).reshape(n * oh * ow, -1)
+        if bug == "dout_no_transpose":
+            d = dout.reshape(-1, f)
+        else:
+            d = dout.transpose(0, 2, 3, 1).reshape(-1, f)           # (N*P, F)
+        db = dout.sum(axis=(0, 2, 3))
+        dw = (d.T @ rows).reshape(w.shape)
+        drows = d @ w.reshape(f, -1)                                # (N*P, CKK)
+        dcols = drows.reshape(n, oh * ow, -1).transpose(0, 2, 1)
+        xp_shape = (n, c, h + 2 * pad, wd + 2 * pad)
+        dxp = _col2im(dcols, xp_shape, kh, kw, stride, oh, ow, order)
+        if bug == "crop_from_zero":
+            dx = dxp[:, :, :h, :wd]
+        else:
+            dx = dxp[:, :, pad:pad + h, pad:pad + wd]
+        return dx, dw, db
+
+    forward.__name__ = f"conv2d_forward_im2col_{bug or 'correct'}"
+    backward.__name__ = f"conv2d_backward_im2col_{bug or 'correct'}"
+    return forward, backward

@@ -387,3 +387,76 @@ class RegularizedCNNKeepProbability(RegularizedCNN):
 class RegularizedCNNFixedRate(RegularizedCNN):
     def rate(self, dropout):
         return 0.3
+
+
+# issue 23: layers that act only in training mode (evaluation mode alone hides them)
+def sequential_dropout_before_fc2():
+    layers = list(make_sequential())
+    layers.insert(11, nn.Dropout(0.5))
+    return nn.Sequential(*layers)
+
+
+def sequential_dropout2d_after_conv1():
+    layers = list(make_sequential())
+    layers.insert(2, nn.Dropout2d(0.25))
+    return nn.Sequential(*layers)
+
+
+def sequential_batchnorm_no_affine():
+    layers = list(make_sequential())
+    layers.insert(1, nn.BatchNorm2d(32, affine=False))   # no parameters: the count stays right
+    return nn.Sequential(*layers)
+
+
+def sequential_dropout_nested():
+    model = make_sequential_nested()
+    model[4].insert(2, nn.Dropout(0.3))
+    return model
+
+
+# issue 23: header offsets (where the sizes and the data start)
+def _idx_buffer(path):
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        buf = f.read()
+    if buf[:3] != b"\x00\x00\x08" or buf[3] not in (1, 2, 3, 4):
+        raise ValueError("not an IDX file of uint8")
+    return buf, buf[3]
+
+
+def _idx_from(buf, dims_at, ndim, data_at, count=True):
+    dims = tuple(int(d) for d in np.frombuffer(buf, dtype=">u4", count=ndim, offset=dims_at))
+    data = np.frombuffer(buf, dtype=np.uint8, offset=data_at)
+    if count and data.size != math.prod(dims):
+        raise ValueError(f"cannot read {data.size} bytes as shape {dims}")
+    return data.reshape(dims).copy()
+
+
+def read_idx_data_at_4_ndim(path):
+    """The data offset forgets the magic number: 4 * ndim instead of 4 + 4 * ndim."""
+    buf, ndim = _idx_buffer(path)
+    return _idx_from(buf, 4, ndim, 4 * ndim, count=False)
+
+
+def read_idx_data_at_4_plus_ndim(path):
+    """The sizes counted in bytes: the data offset 4 + ndim instead of 4 + 4 * ndim."""
+    buf, ndim = _idx_buffer(path)
+    return _idx_from(buf, 4, ndim, 4 + ndim, count=False)
+
+
+def read_idx_dims_at_0(path):
+    """The sizes read from byte 0: the magic number taken for the first size."""
+    buf, ndim = _idx_buffer(path)
+    return _idx_from(buf, 0, ndim, 4 + 4 * ndim)
+
+
+def read_idx_dims_at_8(path):
+    """The sizes read one field late (from byte 8)."""
+    buf, ndim = _idx_buffer(path)
+    return _idx_from(buf, 8, ndim, 4 + 4 * ndim)
+
+
+def read_idx_data_at_header_plus_4(path):
+    """One field too many skipped: the data read from 8 + 4 * ndim."""
+    buf, ndim = _idx_buffer(path)
+    return _idx_from(buf, 4, ndim, 8 + 4 * ndim, count=False)

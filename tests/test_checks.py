@@ -145,6 +145,15 @@ BUGS = [
      r"moved the opposite way \(up by dy, left by dx\)"),
     ("shift rows and columns swapped", "check_random_shift", (L.shift_swapped,),
      r"dy moved the images sideways"),
+    # issue 23: the order and the number of the draws
+    ("shift dx drawn first", "check_random_shift", (L.shift_dx_drawn_first,),
+     r"either dx was drawn before dy \(draw dy first, then dx"),
+    ("shift dx first and reversed", "check_random_shift", (L.shift_dx_first_reversed,),
+     r"reversed, and rows and columns exchanged[\s\S]*dx was drawn before dy"),
+    ("shift one draw for both", "check_random_shift", (L.shift_one_draw_for_both,),
+     r"moved along a diagonal \(dy == dx[\s\S]*one draw was used for both directions"),
+    ("shift one draw, opposite signs", "check_random_shift", (L.shift_one_draw_opposite,),
+     r"moved along a diagonal[\s\S]*Draw dy and dx separately"),
     # holes closed (issue 11)
     ("numerical gradient on a copy of x", "check_numerical_gradient", (L.numgrad_on_copy,),
      r"reads x from outside[\s\S]*grad is all zeros[\s\S]*perturb a copy of x[\s\S]*in place"),
@@ -156,6 +165,31 @@ BUGS = [
     ("conv db averaged", "check_conv2d_backward", (L.conv2d_forward, L.conv_backward_db_mean),
      (r"db is dout averaged over the batch and positions[\s\S]*the bias gradient is the SUM "
      r"over the batch and positions")),
+    # issue 23: im2col (lesson 02's vectorised convolution)
+    *[(f"im2col columns in the order {order}", "check_conv2d_forward",
+       (L.make_conv_im2col(bug)[0],),
+       (rf"case 1 of 7[\s\S]*the im2col columns list each window's values in the order "
+        rf"\({order}\), but w is flattened as w\.reshape\(F, -1\), in the order \(C, KH, KW\)"))
+      for bug, order in (("cji", "C, KW, KH"), ("ijc", "KH, KW, C"), ("jic", "KW, KH, C"))],
+    ("im2col output reshaped without the transpose", "check_conv2d_forward",
+     (L.make_conv_im2col("no_transpose")[0],),
+     r"values are right but in the wrong places[\s\S]*transpose\(0, 3, 1, 2\)"),
+    ("np.pad on every axis", "check_conv2d_forward", (L.make_conv_im2col("pad_all_axes")[0],),
+     (r"case 2 of 7[\s\S]*an error with pad = 1 \(the cases with pad = 0 passed\): np\.pad\(x, "
+      r"pad\) pads every axis, N and C too")),
+    *[(f"col2im in the order {order}", "check_conv2d_backward",
+       (L.make_conv_im2col()[0], L.make_conv_im2col(f"backward_{bug}")[1]),
+       rf"in backward, the columns \(col2im\) list each window's values in the order \({order}\)")
+      for bug, order in (("cji", "C, KW, KH"), ("ijc", "KH, KW, C"), ("jic", "KW, KH, C"))],
+    ("dout reshaped without the transpose", "check_conv2d_backward",
+     (L.make_conv_im2col()[0], L.make_conv_im2col("dout_no_transpose")[1]),
+     r"dout is turned into a matrix with a reshape alone"),
+    ("backward windows not re-padded", "check_conv2d_backward",
+     (L.make_conv_im2col()[0], L.make_conv_im2col("windows_not_padded")[1]),
+     r"case 2 of 7[\s\S]*are the windows in backward taken from x without the padding"),
+    ("dx cropped from 0", "check_conv2d_backward",
+     (L.make_conv_im2col()[0], L.make_conv_im2col("crop_from_zero")[1]),
+     r"cut at \[0:H, 0:W\] instead of \[pad:pad \+ H, pad:pad \+ W\]"),
     # lesson 03: initialisation
     ("init LeCun", "check_init", (L.init_lecun,),
      (r"conv1_w[\s\S]*LeCun's rule\. He uses 2 / fan_in for every layer in this course, the last "
@@ -406,3 +440,24 @@ def test_rel_error_of_the_checks_is_gradchecks_with_a_float32_floor():
     got = ref + np.array([0.0, 1e-3, 0.0])
     assert _rel_error(got, ref) == rel_error(got, ref)
     assert _rel_error(got, ref, low_precision=True) == rel_error(got, ref, floor=1.0)
+
+
+def test_random_shift_accepts_another_draw_order(capsys):
+    # (dy, dx) pairs from one (N, 2) draw: other shifts for the same seed, none of them wrong
+    checks.check_random_shift(L.shift_pairs_per_image)
+    assert capsys.readouterr().out.startswith("✓ check_random_shift: 4 cases")
+
+
+def test_mean_std_shows_plain_numbers():
+    with pytest.raises(AssertionError) as info:
+        checks.check_mean_std(L.mean_std_population)
+    message = str(info.value)
+    assert "a list of three accuracies: [0.907, 0.922, 0.9185]" in message, message
+    assert "np.float64" not in message
+
+
+def test_im2col_convolution_passes(capsys):
+    forward, backward = L.make_conv_im2col()
+    checks.check_conv2d_forward(forward)
+    checks.check_conv2d_backward(forward, backward)
+    assert capsys.readouterr().out.count("✓") == 2

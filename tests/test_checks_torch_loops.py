@@ -24,7 +24,7 @@ _LOSSES = []        # where a buggy loop keeps its loss tensors past the epoch
 def train_one_epoch(model, loader, optimizer, loss_fn, device="cpu", *, zero_grad=True,
                     train=True, total_as="item", divide_by="samples", move=True,
                     step_first=False, own_loss=False, swap=False, no_grad=False,
-                    skip_short=False, keep_global=False):
+                    skip_short=False, keep_global=False, softmax=False, second_pass=False):
     if train:
         model.train()
     total, seen, batch_means, kept = 0.0, 0, [], []
@@ -40,7 +40,11 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device="cpu", *, zero_gra
             if own_loss:
                 loss = F.cross_entropy(logits, y)
             else:
-                loss = loss_fn(y, logits) if swap else loss_fn(logits, y)
+                out = logits.softmax(dim=1) if softmax else logits
+                loss = loss_fn(y, out) if swap else loss_fn(out, y)
+            if second_pass:                         # training accuracy from another forward
+                with torch.no_grad():
+                    model(x).argmax(dim=1)
         if step_first:
             optimizer.step()
         loss.backward()
@@ -112,6 +116,8 @@ def test_check_train_one_epoch_passes_correct_loops(capsys):
     ({"swap": True}, "loss_fn(logits, labels)"),
     ({"no_grad": True}, "torch.no_grad()"),
     ({"skip_short": True}, "short last batch"),
+    ({"softmax": True}, "a softmax before the loss?"),
+    ({"second_pass": True}, "A second forward pass for the accuracy"),
 ])
 def test_check_train_one_epoch_names_the_bug(kwargs, words):
     def buggy(model, loader, optimizer, loss_fn, device="cpu"):
@@ -187,29 +193,47 @@ def test_check_train_one_epoch_wants_the_device_argument():
 
 def evaluate(model, loader, loss_fn, device="cpu", *, eval_mode=True, no_grad=True,
              average="samples", accuracy="fraction", tensors=False, swapped=False,
-             backward=False, move=True):
+             backward=False, move=True, grad_off="block", second_pass=None, softmax=False):
     if eval_mode:
         model.eval()
+    if grad_off == "global":                    # switched off, never switched back on
+        torch.set_grad_enabled(False)
+    elif grad_off == "enter":
+        torch.no_grad().__enter__()
+    elif grad_off == "freeze":
+        model.requires_grad_(False)
     total, correct, seen, batch_losses, batch_accs = 0.0, 0, 0, [], []
-    with torch.set_grad_enabled(not no_grad):
+    last = None
+    with torch.set_grad_enabled(not no_grad and grad_off == "block"):
         for x, y in loader:
             if move:
                 x, y = x.to(device), y.to(device)
             logits = model(x)
-            loss = loss_fn(logits, y)
+            loss = loss_fn(logits.softmax(dim=1) if softmax else logits, y)
             if backward:
                 loss.backward()
-            right = (logits.argmax(dim=1) == y).sum()
+            if second_pass == "per_batch":          # the model again, for the accuracy
+                right = (model(x).argmax(dim=1) == y).sum()
+            else:
+                right = (logits.argmax(dim=1) == y).sum()
             total += loss.item() * len(y)
-            correct += right if tensors else right.item()
+            if accuracy == "overwritten":
+                correct = right.item()
+            else:
+                correct += right if tensors else right.item()
             seen += len(y)
             batch_losses.append(loss.item())
             batch_accs.append(right.item() / len(y))
+            last = logits, y
+        if second_pass == "loader":                 # a second pass over the loader
+            correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader)
     mean_loss = total / seen
     if average == "batches":
         mean_loss = sum(batch_losses) / len(batch_losses)
     acc = {"fraction": correct / seen, "count": correct, "percent": 100 * correct / seen,
-           "batches": sum(batch_accs) / len(batch_accs), "per_batch": correct / len(loader)}
+           "batches": sum(batch_accs) / len(batch_accs), "per_batch": correct / len(loader),
+           "overwritten": correct / seen, "after_loop": float(
+               (last[0].argmax(1) == last[1]).float().mean())}
     acc = acc[accuracy]
     if tensors:
         mean_loss = torch.tensor(mean_loss)
@@ -247,6 +271,15 @@ def test_check_evaluate_passes_correct_code(capsys):
     ({"swapped": True}, "return (mean_loss, accuracy)"),
     ({"no_grad": False, "backward": True}, "computed gradients"),
     ({"move": False}, "never moved to `device`"),
+    # issue 23: gradients left off, the last batch only, a second pass, a softmax
+    ({"grad_off": "global"}, "gradients were still off"),
+    ({"grad_off": "enter"}, "gradients were still off"),
+    ({"grad_off": "freeze"}, "model.requires_grad_(False)"),
+    ({"accuracy": "overwritten"}, "only the last batch's correct predictions are counted"),
+    ({"accuracy": "after_loop"}, "the accuracy is that of the last batch only (2/2)"),
+    ({"second_pass": "per_batch"}, "A second forward pass for the accuracy"),
+    ({"second_pass": "loader"}, "A second forward pass for the accuracy"),
+    ({"softmax": True}, "a softmax before the loss?"),
 ])
 def test_check_evaluate_names_the_bug(kwargs, words):
     def buggy(model, loader, loss_fn, device="cpu"):
@@ -255,6 +288,7 @@ def test_check_evaluate_names_the_bug(kwargs, words):
     with pytest.raises(AssertionError) as info:
         checks.check_evaluate(buggy)
     assert words in str(info.value), str(info.value)
+    assert torch.is_grad_enabled()              # the check switched gradients back on
 
 
 def test_check_evaluate_names_a_changed_model():
@@ -276,9 +310,11 @@ def test_check_evaluate_names_a_changed_model():
 
 def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, patience=2,
         scheduler=None, device="cpu", *, restore="copy", stop_offset=0, stop=True,
-        sched_when="after", lr_after=False, prefix="val_", first_epoch=1, best_index=False):
+        sched_when="after", lr_after=False, prefix="val_", first_epoch=1, best_index=False,
+        rule="best"):
     history = {"epochs": []}
     best_loss, best_epoch, best_state = float("inf"), None, None
+    bad, previous = 0, float("inf")
     for epoch in range(first_epoch, first_epoch + epochs):
         if scheduler is not None and sched_when == "before":
             scheduler.step()
@@ -294,6 +330,22 @@ def fit(model, train_loader, val_loader, optimizer, loss_fn, epochs, patience=2,
             lr = optimizer.param_groups[0]["lr"]
         history["epochs"].append({"epoch": epoch, "loss": loss, prefix + "loss": val_loss,
                                   prefix + "acc": val_acc, "lr": lr})
+        if rule != "best":                      # a counter of bad epochs
+            improved = val_loss < (previous if rule.startswith("previous") else best_loss)
+            previous = val_loss
+            if improved:
+                best_loss, best_epoch = min(best_loss, val_loss), epoch
+                if rule == "previous_keeps_best":   # the best weights, the wrong count
+                    best_epoch = min((r for r in history["epochs"]),
+                                     key=lambda r: r[prefix + "loss"])["epoch"]
+                best_state = copy.deepcopy(model.state_dict())
+                if rule != "no_reset":
+                    bad = 0
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+            continue
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch
             best_state = (copy.deepcopy(model.state_dict()) if restore == "copy"
@@ -338,11 +390,18 @@ def test_check_fit_passes_correct_code(capsys):
     ({"lr_after": True}, "read after scheduler.step()"),
     ({"prefix": "test_"}, "VALIDATION"),
     ({"best_index": True}, "numbered unlike the rows"),
+    # issue 23: the stopping rule, on a validation curve that goes down, up, down
+    ({"rule": "no_reset"}, "case 3 of 3|not reset when val_loss improves"),
+    ({"rule": "previous"}, "case 3 of 3|better than the previous epoch"),
+    ({"rule": "previous_keeps_best"}, "case 3 of 3|better than the previous epoch"),
 ])
 def test_check_fit_names_the_bug(kwargs, words):
     with pytest.raises(AssertionError) as info:
         checks.check_fit(lambda *a, **k: fit(*a, **k, **kwargs))
-    assert any(w in str(info.value) for w in words.split("|")), str(info.value)
+    if "rule" in kwargs:                        # every phrase, each case named
+        assert all(w in str(info.value) for w in words.split("|")), str(info.value)
+    else:
+        assert any(w in str(info.value) for w in words.split("|")), str(info.value)
 
 
 # --------------------------------------------------------------------------------------------

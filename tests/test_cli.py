@@ -2,8 +2,8 @@
 
 Each sub-command's own behaviour (data, train, demo, bench) is tested next to its module; here the
 commands run as a learner runs them, in a subprocess, and errors must never show a traceback.
-``check`` runs small notebooks written here (real checks, a few seconds each) and the untouched
-lesson 00; never a long lesson.
+``check`` runs small notebooks written here (real checks, a few seconds each) and learner
+versions of lessons 00 and 04 (about 10 s each); never a long lesson.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from mnist_course import __version__, notebooks
+from mnist_course import __version__, notebook_io, regions, scoreboard
 from mnist_course.cli import main
-from mnist_course.notebooks import render
+from mnist_course.notebook_io import render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,9 +159,23 @@ def _course_notebook(path: Path, relu: str = RELU, extra=()) -> Path:
 
 
 def _check(path: Path, *args: str):
+    """Run ``mnist-course check`` on ``path`` in its folder: the result and the output lines,
+    without the ``note:`` lines (what was assumed; the tests that care read result.stdout)."""
     result = run("check", path.name, *args, cwd=path.parent)
     assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
-    return result, result.stdout.rstrip("\n").split("\n")
+    lines = result.stdout.rstrip("\n").split("\n")
+    return result, [ln for ln in lines if not ln.startswith("note: ")]
+
+
+def test_check_says_how_it_found_the_exercises_of_a_notebook_the_course_lacks(tmp_path):
+    """No copy of this notebook in the course and no nbgrader metadata: the markers are all
+    there is to go by, and the output says so."""
+    result, _ = _check(_course_notebook(tmp_path / "01_tiny.ipynb"))
+    notes = [ln for ln in result.stdout.split("\n") if ln.startswith("note: ")]
+    assert notes == [("note: the course has no lesson named 01_tiny.ipynb (in solutions/), and "
+                     "this notebook has no nbgrader metadata; exercises found by their `### "
+                     "BEGIN SOLUTION` or `# YOUR CODE HERE` markers (one whose markers were "
+                     "replaced is not counted)")]
 
 
 def test_check_complete_notebook_scores_full_marks(tmp_path):
@@ -220,8 +234,8 @@ def test_check_survives_an_endless_loop_and_a_syntax_error(tmp_path):
                         "interrupted")
     assert lines[2] == "✓ Exercise: after the loop"
     assert lines[3].startswith("✗ Exercise: a typo — SyntaxError: invalid syntax"), lines[3]
-    assert f"hint: {notebooks.HINTS['Timeout']}" in lines
-    assert f"hint: {notebooks.HINTS['SyntaxError']}" in lines
+    assert f"hint: {scoreboard.HINTS['Timeout']}" in lines
+    assert f"hint: {scoreboard.HINTS['SyntaxError']}" in lines
     assert lines[-1] == "score: 1/3 exercises pass"
 
 
@@ -264,3 +278,209 @@ def test_check_exit_2_in_a_subprocess_without_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stdout == "" and "Traceback" not in result.stderr
     assert result.stderr.startswith("mnist-course: error: broken.ipynb is not a Jupyter notebook")
+
+
+# ------------------------------------------------------------------ check: a learner's lesson
+#
+# Learner versions of real lessons, made the way learners edit them: the two stub lines
+# (`# YOUR CODE HERE`, `raise NotImplementedError()`) replaced by code, scratch cells inserted,
+# a check cell deleted or edited, code pasted into a new cell (no nbgrader metadata). Each test
+# runs `check` once on one such version, written to a folder of its own under the lesson's name.
+
+STUB = tuple(regions.CODE_STUB)
+
+
+def _answer(lesson_source: str, solution_source: str, wrong: tuple[str, str] | None = None
+            ) -> str:
+    """``lesson_source`` with each stub (its two lines) replaced by the code of the matching
+    region of ``solution_source``, as a learner types it; ``wrong`` = (old, new) then edits the
+    code to make a mistake."""
+    blocks, region = [], None
+    for line in solution_source.split("\n"):
+        if line.strip() == regions.BEGIN:
+            region = []
+        elif line.strip() == regions.END:
+            blocks.append(region)
+            region = None
+        elif region is not None:
+            region.append(line)
+    lines, out = lesson_source.split("\n"), []
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() == STUB[0] and i + 1 < len(lines) and lines[i + 1].strip() == STUB[1]:
+            out += blocks.pop(0)
+            i += 2
+        else:
+            out.append(lines[i])
+            i += 1
+    assert not blocks, "a region of the solution found no stub"
+    code = "\n".join(out)
+    if wrong is not None:
+        assert wrong[0] in code, wrong
+        code = code.replace(*wrong)
+    return code
+
+
+class Learner:
+    """A learner's copy of ``lessons/NAME``: cells found by their grade_id in the untouched
+    lesson, edited in place, written to ``folder/NAME``."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.nb = notebook_io.read_notebook(ROOT / "lessons" / name)
+        self.solution = notebook_io.read_notebook(ROOT / "solutions" / name)
+
+    def cell(self, grade_id: str):
+        found = [c for c in self.nb.cells
+                 if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
+        assert len(found) == 1, grade_id
+        return found[0]
+
+    def index(self, grade_id: str) -> int:
+        return self.nb.cells.index(self.cell(grade_id))
+
+    def solve(self, grade_id: str, wrong: tuple[str, str] | None = None) -> Learner:
+        """Write the answer into the solution cell ``grade_id`` (kept where it is)."""
+        cell = self.cell(grade_id)
+        original = self.solution.cells[self.index(grade_id)]
+        assert original.id == cell.id
+        cell.source = _answer(cell.source, original.source, wrong)
+        return self
+
+    def insert(self, before: str, source: str) -> Learner:
+        """A scratch cell before the cell ``before`` (a new cell has no nbgrader metadata)."""
+        self.nb.cells.insert(self.index(before), new_code_cell(source))
+        return self
+
+    def write(self, folder: Path) -> Path:
+        for i, cell in enumerate(self.nb.cells):
+            cell.setdefault("id", f"learner{i}")
+        path = folder / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(self.nb), encoding="utf-8")
+        return path
+
+
+def _notes(result) -> list[str]:
+    return [ln[len("note: "):] for ln in result.stdout.split("\n") if ln.startswith("note: ")]
+
+
+DATA = "00_data.ipynb"
+ONE_HOT_NAME, SPLIT_NAME = "Exercise: one-hot labels", "Exercise: a validation split"
+WRONG_ONE_HOT = ("out[np.arange(len(y)), y] = 1.0",
+                 "out[np.arange(len(y)), (y + 1) % num_classes] = 1.0")
+
+
+def test_check_lesson_00_both_exercises_done(tmp_path, mnist_raw):
+    path = Learner(DATA).solve("ex1_one_hot").solve("ex2_train_val_split").write(tmp_path)
+    result, lines = _check(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines[0].startswith(f"checking {DATA}: 2 exercises")
+    assert lines[1:] == [f"✓ {ONE_HOT_NAME}", f"✓ {SPLIT_NAME}", "score: 2/2 exercises pass"]
+    assert _notes(result) == []
+
+
+def test_check_lesson_00_one_done_one_stub(tmp_path, mnist_raw):
+    path = Learner(DATA).solve("ex1_one_hot").write(tmp_path)
+    result, lines = _check(path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert lines[1:3] == [f"✓ {ONE_HOT_NAME}",
+                          (f"✗ {SPLIT_NAME} — NotImplementedError: still a stub: replace "
+                          "`raise NotImplementedError()` with your code")]
+    assert lines[-1] == "score: 1/2 exercises pass"
+
+
+def test_check_lesson_00_one_wrong_one_right(tmp_path, mnist_raw):
+    path = (Learner(DATA).solve("ex1_one_hot", wrong=WRONG_ONE_HOT).solve("ex2_train_val_split")
+            .write(tmp_path))
+    result, lines = _check(path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert lines[1].startswith(f"✗ {ONE_HOT_NAME} — AssertionError: check_one_hot: case 1 of 3 "
+                               "failed"), lines[1]
+    assert lines[2] == f"✓ {SPLIT_NAME}"
+    assert lines[-1] == "score: 1/2 exercises pass"
+
+
+def test_check_lesson_00_scratch_cells_and_code_pasted_into_a_new_cell(tmp_path, mnist_raw):
+    """Scratch cells between each exercise and its check (one of them fails: shown, not scored);
+    the one-hot answer pasted into a new cell in place of the lesson's (no metadata there)."""
+    learner = Learner(DATA).solve("ex1_one_hot").solve("ex2_train_val_split")
+    answer = learner.cell("ex1_one_hot").source
+    del learner.nb.cells[learner.index("ex1_one_hot")]
+    learner.insert("ex1_check", answer)
+    learner.insert("ex1_check", "print(one_hot([1, 2], 3))")
+    learner.insert("ex2_check", "x_tr, y_tr, x_val, y_val = train_val_split(x_train, y_train)")
+    learner.insert("ex2_check", "print(undefined_name)")
+    result, lines = _check(learner.write(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines[1:3] == [f"✓ {ONE_HOT_NAME}", f"✓ {SPLIT_NAME}"]
+    assert lines[3] == "other cells that failed (1; not scored, but read them):"
+    assert "print(undefined_name)" in lines[4] and "NameError" in lines[4]
+    assert lines[-1] == "score: 2/2 exercises pass"
+    assert len(_notes(result)) == 1
+    assert _notes(result)[0].startswith(
+        f"{ONE_HOT_NAME}: a solution cell has lost its nbgrader metadata; took code cell ")
+    assert _notes(result)[0].endswith("(it defines one_hot)")
+
+
+def test_check_lesson_00_check_cells_deleted_or_edited(tmp_path, mnist_raw):
+    learner = Learner(DATA).solve("ex1_one_hot").solve("ex2_train_val_split")
+    del learner.nb.cells[learner.index("ex1_check")]
+    learner.cell("ex2_check").source = "print('looks fine to me')"
+    result, lines = _check(learner.write(tmp_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert lines[1:3] == [
+        (f"✗ {ONE_HOT_NAME} — its check cell `checks.check_one_hot(one_hot)` is missing: put it "
+        "back after your code, as in the course's lesson"),
+        (f"✗ {SPLIT_NAME} — its check cell (code cell 21) was changed: restore it to "
+        "`checks.check_train_val_split(train_val_split)` as in the course's lesson")]
+    assert f"hint: {scoreboard.HINTS['CheckCell']}" in lines
+    assert lines[-1] == "score: 0/2 exercises pass"
+
+
+REGULARIZATION = "04_numpy_regularization.ipynb"
+REGULARIZATION_NAMES = [
+    "batchnorm2d_forward", "check_batchnorm2d(batchnorm2d_forward, batchnorm2d_backward)",
+    "check_dropout(dropout_forward, dropout_backward)", "check_sgd(SGD)",
+    "check_rmsprop(RMSprop)", "check_adam(Adam, weight_decay=True)"]
+REGULARIZATION_IDS = ["ex1_batchnorm2d_forward", "ex2_batchnorm2d_backward",
+                      "ex3_dropout_forward", "ex4_SGD", "ex5_RMSprop", "ex6_Adam"]
+
+
+def test_check_lesson_04_done_and_saved_without_any_metadata(tmp_path):
+    """Every exercise done, a scratch cell inserted, then the notebook saved by a tool that
+    drops all cell metadata: all six found by comparing with the course's lesson."""
+    learner = Learner(REGULARIZATION)
+    for grade_id in REGULARIZATION_IDS:
+        learner.solve(grade_id)
+    learner.insert("ex4_check", "opt = SGD(lr=0.1)")
+    for cell in learner.nb.cells:
+        cell.metadata = {}
+    result, lines = _check(learner.write(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines[1:] == [f"✓ {name}" for name in REGULARIZATION_NAMES] + [
+        "score: 6/6 exercises pass"]
+    assert _notes(result) == [
+        ("this notebook has no nbgrader metadata (saved by a tool that drops it?): its exercises "
+        "were found by comparing with the course's lesson, 12 cells by their source or the "
+        "names they define")]
+
+
+def test_check_lesson_04_a_mixture(tmp_path):
+    """Done, stub, wrong, done, check deleted, done with a scratch cell: 3/6."""
+    learner = Learner(REGULARIZATION).solve("ex1_batchnorm2d_forward")
+    learner.solve("ex3_dropout_forward", wrong=("scale = 1 / (1 - p) if p < 1 else 0.0",
+                                                "scale = 1.0"))
+    learner.solve("ex4_SGD").solve("ex5_RMSprop").solve("ex6_Adam")
+    del learner.nb.cells[learner.index("ex5_check")]
+    learner.insert("ex6_check", "print(Adam(lr=0.1).t)")
+    result, lines = _check(learner.write(tmp_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert lines[0].startswith(f"checking {REGULARIZATION}: 6 exercises")
+    marks = [ln[:1] for ln in lines[1:7]]
+    assert marks == ["✓", "✗", "✗", "✓", "✗", "✓"], lines
+    assert [ln[2:].split(" — ")[0] for ln in lines[1:7]] == REGULARIZATION_NAMES
+    assert "NotImplementedError: still a stub" in lines[2]
+    assert "— AssertionError: check_dropout" in lines[3], lines[3]
+    assert "its check cell `checks.check_rmsprop(RMSprop)` is missing" in lines[5]
+    assert lines[-1] == "score: 3/6 exercises pass"

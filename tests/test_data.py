@@ -2,7 +2,13 @@
 
 The downloader is tested against a loopback HTTP server (127.0.0.1, a thread in this process)
 serving small synthetic IDX files written here; the expected checksums and sizes are patched to
-theirs. No test touches the internet. Tests that need the real MNIST ask for ``mnist_raw``.
+theirs. No test touches the internet. Tests that need the real MNIST ask for ``mnist_raw``, the
+real Fashion-MNIST ``fashion_raw``.
+
+Fashion-MNIST goes through the very same code as MNIST, so the tests of what a person sees (a
+download, a tampered cache, a corrupt download, the local mirror variable, torchvision reading
+the folder, the messages) run for each dataset (``@each_dataset``, the ``dset`` fixture); the
+finer mechanics of the stamps run for MNIST.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -50,11 +57,13 @@ def synthetic_files(seed: int = 0, n_train: int = N_TRAIN, n_test: int = N_TEST)
     return {name: idx_bytes(a) for name, a in arrays.items()}
 
 
-def expect(monkeypatch, raw: dict) -> None:
-    """Make the module expect the SHA-256 and sizes of ``raw`` instead of the real MNIST."""
+def expect(monkeypatch, raw: dict, dataset: str = "mnist") -> None:
+    """Make the module expect the SHA-256 and sizes of ``raw`` instead of the real MNIST (or the
+    real ``dataset``)."""
+    spec = data.DATASETS[dataset]
     for name, content in raw.items():
-        monkeypatch.setitem(data.SHA256, name, hashlib.sha256(content).hexdigest())
-        monkeypatch.setitem(data.SIZES, name, len(content))
+        monkeypatch.setitem(spec.sha256, name, hashlib.sha256(content).hexdigest())
+        monkeypatch.setitem(spec.sizes, name, len(content))
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -138,7 +147,8 @@ def server():
 def isolated(tmp_path, monkeypatch):
     """Every test gets its own HOME and cache and no mirror or data variables."""
     monkeypatch.delenv("MNIST_COURSE_DATA", raising=False)
-    monkeypatch.delenv("MNIST_COURSE_MIRRORS", raising=False)
+    for spec in data.DATASETS.values():
+        monkeypatch.delenv(spec.mirrors_variable, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
 
@@ -151,16 +161,33 @@ def synth(monkeypatch):
     return raw
 
 
-def fetch_error(root: Path, bad: str = data.FILES[0]) -> str:
+@pytest.fixture
+def dset(request, monkeypatch):
+    """One dataset ("mnist" unless ``@each_dataset`` gives each in turn), expecting the
+    checksums of synthetic files: ``.name``, ``.spec`` (its :class:`data.Dataset`), ``.raw``
+    (the files' bytes), ``.var`` (its mirror variable) and ``.where`` (its raw folder under
+    ``$MNIST_COURSE_DATA``, as messages show it)."""
+    spec = data.DATASETS[getattr(request, "param", "mnist")]
+    raw = synthetic_files()
+    expect(monkeypatch, raw, spec.name)
+    return SimpleNamespace(name=spec.name, spec=spec, raw=raw, var=spec.mirrors_variable,
+                           where=f"$MNIST_COURSE_DATA/{spec.folder}/raw")
+
+
+#: Run a test once for MNIST and once for Fashion-MNIST (through the ``dset`` fixture).
+each_dataset = pytest.mark.parametrize("dset", list(data.DATASETS), indirect=True)
+
+
+def fetch_error(root: Path, bad: str = data.FILES[0], dataset: str = "mnist") -> str:
     """Run fetch_mnist, expect a DataError and check the cache is clean: no temporary file,
     nothing under the name of the ``bad`` file (the verified files before it may stay).
     Returns the message."""
     with pytest.raises(data.DataError) as info:
-        data.fetch_mnist(root, progress=False)
+        data.fetch_mnist(root, progress=False, dataset=dataset)
     msg = str(info.value)
     assert "Traceback" not in msg
     assert bad in msg
-    kept = leftovers(root / "MNIST" / "raw")
+    kept = leftovers(data.raw_dir(root, dataset=dataset))
     assert kept == sorted(data.FILES[: data.FILES.index(bad)]), kept
     return msg
 
@@ -250,9 +277,38 @@ def test_mirror_list(monkeypatch, tmp_path):
     assert data.mirrors() == list(data.PUBLIC_MIRRORS)
 
 
-def test_public_mirrors_follow_torchvision():
+def test_each_dataset_has_its_own_mirror_variable_and_folder(monkeypatch, tmp_path):
+    fashion = data.DATASETS["fashion-mnist"]
+    assert data.mirrors(dataset="fashion-mnist") == [
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]
+    monkeypatch.setenv("MNIST_COURSE_MIRRORS", "http://digits/")
+    assert data.mirrors(dataset="fashion-mnist") == list(fashion.public_mirrors)
+    monkeypatch.setenv("MNIST_COURSE_FASHION_MIRRORS", f"http://clothes/, {tmp_path}")
+    assert data.mirrors(dataset="fashion-mnist") == ["http://clothes/", tmp_path.as_uri()]
+    assert data.mirrors() == ["http://digits/"]
+    assert data.raw_dir(tmp_path, dataset="fashion-mnist") == tmp_path / "FashionMNIST" / "raw"
+    assert data.raw_dir(tmp_path) == tmp_path / "MNIST" / "raw"
+
+
+@pytest.mark.parametrize("call", [
+    lambda: data.load_mnist(dataset="kmnist"),
+    lambda: data.fetch_mnist(dataset="Fashion-MNIST"),
+    lambda: data.normalize(np.zeros((1, 28, 28), np.uint8), dataset="fashion"),
+])
+def test_an_unknown_dataset_is_named_with_the_choices(call):
+    with pytest.raises(data.DataError, match="unknown dataset .*'mnist' or 'fashion-mnist'"):
+        call()
+
+
+@pytest.mark.parametrize("name", list(data.DATASETS))
+def test_public_mirrors_and_folder_follow_torchvision(name):
     datasets = pytest.importorskip("torchvision.datasets")
-    assert list(data.PUBLIC_MIRRORS) == list(datasets.MNIST.mirrors)
+    spec = data.DATASETS[name]
+    tv = getattr(datasets, spec.folder)    # torchvision's class is named like its folder
+    assert tv.__name__ == spec.folder
+    assert list(spec.public_mirrors) == list(tv.mirrors)
+    assert list(spec.classes) == [c.split(" - ")[0] for c in tv.classes]
+    assert [r[0] for r in tv.resources] == [f"{n}.gz" for n in data.FILES]
 
 
 def test_display_path_hides_the_machine(tmp_path, monkeypatch):
@@ -272,25 +328,35 @@ def test_constants_agree():
     assert all(len(h) == 64 for h in data.SHA256.values())
     assert (data.MEAN, data.STD) == (0.1307, 0.3081)
     assert issubclass(data.DataError, CourseError)
+    mnist, fashion = data.DATASETS["mnist"], data.DATASETS["fashion-mnist"]
+    assert mnist.sha256 is data.SHA256 and mnist.sizes is data.SIZES  # one table, two names
+    assert (mnist.mean, mnist.std, mnist.public_mirrors) == (data.MEAN, data.STD,
+                                                             data.PUBLIC_MIRRORS)
+    assert set(fashion.sha256) == set(data.FILES) and fashion.sizes == data.SIZES
+    assert not set(fashion.sha256.values()) & set(data.SHA256.values())
+    assert (fashion.mean, fashion.std) == (0.2860, 0.3530)
+    assert data.get_dataset("fashion-mnist") is fashion and data.get_dataset() is mnist
 
 
 # --------------------------------------------------------------------------------------------
 # Fetching: the good paths
 # --------------------------------------------------------------------------------------------
 
-def test_fetch_over_http_then_load(tmp_path, server, synth, monkeypatch, capsys):
+@each_dataset
+def test_fetch_over_http_then_load(tmp_path, server, dset, monkeypatch, capsys):
+    synth = dset.raw
     server.serve(synth)
     monkeypatch.setattr(data, "live_progress", lambda: True)  # as in a terminal
-    monkeypatch.setenv("MNIST_COURSE_MIRRORS", server.url)
-    folder = data.fetch_mnist(tmp_path / "root")
-    assert folder == tmp_path / "root" / "MNIST" / "raw"
+    monkeypatch.setenv(dset.var, server.url)
+    folder = data.fetch_mnist(tmp_path / "root", dataset=dset.name)
+    assert folder == tmp_path / "root" / dset.spec.folder / "raw"
     assert leftovers(folder) == sorted(data.FILES)  # no temporary file left over
     for name in data.FILES:
         assert (folder / name).read_bytes() == synth[name]
     err = capsys.readouterr().err
     for name in data.FILES:  # one progress bar per file, labelled by the file name only
         assert f"{name}: 100%" in err
-    (x, y), (xt, yt) = data.load_mnist(tmp_path / "root")
+    (x, y), (xt, yt) = data.load_mnist(tmp_path / "root", dataset=dset.name)
     assert x.shape == (N_TRAIN, 28, 28) and x.dtype == np.uint8
     assert y.shape == (N_TRAIN,) and y.dtype == np.int64
     assert xt.shape == (N_TEST, 28, 28) and yt.shape == (N_TEST,)
@@ -335,16 +401,16 @@ LABELS = "t10k-labels-idx1-ubyte"
 
 
 @pytest.fixture
-def mirrored(tmp_path, synth, monkeypatch):
-    """The synthetic files behind a file:// mirror, fetched into $MNIST_COURSE_DATA.
+def mirrored(tmp_path, dset, monkeypatch):
+    """The synthetic files of ``dset`` behind a file:// mirror, fetched into $MNIST_COURSE_DATA.
     Returns the raw folder."""
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    for name, content in synth.items():
+    for name, content in dset.raw.items():
         (mirror / f"{name}.gz").write_bytes(gzip.compress(content))
-    monkeypatch.setenv("MNIST_COURSE_MIRRORS", mirror.as_uri())
+    monkeypatch.setenv(dset.var, mirror.as_uri())
     monkeypatch.setenv("MNIST_COURSE_DATA", str(tmp_path / "cache"))
-    folder = data.fetch_mnist(progress=False)
+    folder = data.fetch_mnist(progress=False, dataset=dset.name)
     assert (folder / data.STAMP_NAME).is_file()
     return folder
 
@@ -384,35 +450,39 @@ def settle(folder: Path) -> None:
     os.utime(stamp, ns=(newest + 10**9, newest + 10**9))
 
 
+@each_dataset
 @pytest.mark.parametrize("keep_mtime", [False, True], ids=["edited", "edited, mtime restored"])
-def test_changed_cached_file_is_fetched_again_and_said_so(mirrored, synth, capsys, keep_mtime):
+def test_changed_cached_file_is_fetched_again_and_said_so(mirrored, dset, capsys, keep_mtime):
     settle(mirrored)
     flip_last_byte(mirrored / LABELS, keep_mtime=keep_mtime)
     capsys.readouterr()
-    _, (_, y_test) = data.load_mnist()
-    np.testing.assert_array_equal(y_test, np.frombuffer(synth[LABELS], np.uint8, offset=8))
+    _, (_, y_test) = data.load_mnist(dataset=dset.name)
+    np.testing.assert_array_equal(y_test, np.frombuffer(dset.raw[LABELS], np.uint8, offset=8))
     err = capsys.readouterr().err
-    assert f"{LABELS} in $MNIST_COURSE_DATA/MNIST/raw does not match its SHA-256" in err
+    assert f"{LABELS} in {dset.where} does not match its SHA-256" in err
     assert "downloading it again" in err
-    assert (mirrored / LABELS).read_bytes() == synth[LABELS]
+    assert (mirrored / LABELS).read_bytes() == dset.raw[LABELS]
     assert leftovers(mirrored) == sorted(data.FILES)
-    assert data.is_cached()
+    assert data.is_cached(dataset=dset.name)
 
 
-def test_changed_cached_file_is_refused_when_no_mirror_works(mirrored, synth, tmp_path,
+@each_dataset
+def test_changed_cached_file_is_refused_when_no_mirror_works(mirrored, dset, tmp_path,
                                                               monkeypatch):
     settle(mirrored)
     damaged = flip_last_byte(mirrored / LABELS)
-    monkeypatch.setenv("MNIST_COURSE_MIRRORS", (tmp_path / "no-such-mirror").as_uri())
-    for load in (data.load_mnist, lambda: data.load_mnist(download=False), data.fetch_mnist):
+    monkeypatch.setenv(dset.var, (tmp_path / "no-such-mirror").as_uri())
+    for load in (lambda: data.load_mnist(dataset=dset.name),
+                 lambda: data.load_mnist(download=False, dataset=dset.name),
+                 lambda: data.fetch_mnist(dataset=dset.name)):
         with pytest.raises(data.DataError) as info:
             load()
         msg = str(info.value)
-        assert f"{LABELS} in $MNIST_COURSE_DATA/MNIST/raw does not match its SHA-256" in msg
-        assert "not used" in msg and "mnist-course data" in msg
+        assert f"{LABELS} in {dset.where} does not match its SHA-256" in msg
+        assert "not used" in msg and f"`{dset.spec.data_command}`" in msg
         assert "Traceback" not in msg
-    assert "MNIST_COURSE_MIRRORS=file://" in msg  # how to point at a copy you have
-    assert not data.is_cached()
+    assert f"{dset.var}=file://" in msg  # how to point at a copy you have
+    assert not data.is_cached(dataset=dset.name)
     assert (mirrored / LABELS).read_bytes() == damaged  # left as it was, but never served
     assert leftovers(mirrored) == sorted(data.FILES)  # no partial file
 
@@ -490,14 +560,40 @@ def test_stamp_problems_only_cost_a_hash(mirrored, monkeypatch, stamp):
     assert leftovers(mirrored) == sorted(data.FILES)
 
 
-def test_cli_data_rehashes_and_replaces_a_changed_file(mirrored, synth, capsys):
+@each_dataset
+def test_cli_data_rehashes_and_replaces_a_changed_file(mirrored, dset, capsys):
     settle(mirrored)
     flip_last_byte(mirrored / LABELS)
-    assert cli.main(["data"]) == 0
+    assert cli.main(["data", "--dataset", dset.name]) == 0
     out, err = capsys.readouterr()
-    assert "MNIST is ready in" in out
-    assert f"{LABELS} in $MNIST_COURSE_DATA/MNIST/raw does not match" in err
-    assert (mirrored / LABELS).read_bytes() == synth[LABELS]
+    assert out.startswith(f"{dset.spec.title} is ready in")
+    assert f"{LABELS} in {dset.where} does not match" in err
+    assert (mirrored / LABELS).read_bytes() == dset.raw[LABELS]
+
+
+def test_datasets_never_mix(tmp_path, server, monkeypatch):
+    """Both datasets in one root, each from its own mirror variable, each in its own folder with
+    its own stamp; Fashion-MNIST's files put in MNIST's folder are refused there."""
+    raws = {name: synthetic_files(seed=i) for i, name in enumerate(data.DATASETS)}
+    for name, raw in raws.items():
+        expect(monkeypatch, raw, name)
+        for file, content in raw.items():
+            server.routes[f"/{name}/{file}.gz"] = {"body": gzip.compress(content)}
+        monkeypatch.setenv(data.DATASETS[name].mirrors_variable,
+                           server.url.replace("/mnist/", f"/{name}/"))
+    monkeypatch.setenv("MNIST_COURSE_DATA", str(tmp_path))
+    for name, raw in raws.items():
+        folder = data.fetch_mnist(progress=False, dataset=name)
+        assert (folder / data.STAMP_NAME).is_file()
+        (x, _), _ = data.load_mnist(download=False, dataset=name)
+        np.testing.assert_array_equal(x, np.frombuffer(raw[data.FILES[0]], np.uint8,
+                                                       offset=16).reshape(x.shape))
+    assert sum(server.hits.values()) == 8   # each file of each dataset once
+    mnist, fashion = (data.raw_dir(dataset=n) for n in data.DATASETS)
+    (mnist / LABELS).write_bytes((fashion / LABELS).read_bytes())
+    with pytest.raises(data.DataError, match=f"{LABELS} in .*/MNIST/raw does not match"):
+        data.load_mnist(download=False)
+    assert data.is_cached(dataset="fashion-mnist")
 
 
 def test_default_root_is_the_user_cache(tmp_path, server, synth, monkeypatch):
@@ -509,16 +605,18 @@ def test_default_root_is_the_user_cache(tmp_path, server, synth, monkeypatch):
     assert leftovers(tmp_path / "env" / "MNIST" / "raw") == sorted(data.FILES)
 
 
+@each_dataset
 @pytest.mark.parametrize("style", ["uri", "plain path"])
-def test_file_mirror(tmp_path, synth, monkeypatch, style):
+def test_file_mirror(tmp_path, dset, monkeypatch, style):
     # A space in a URI is quoted, so it is fine there; a plain path must not contain one.
     mirror = tmp_path / ("mirror dir" if style == "uri" else "mirror")
     mirror.mkdir()
-    for name, content in synth.items():
+    for name, content in dset.raw.items():
         (mirror / f"{name}.gz").write_bytes(gzip.compress(content))
-    monkeypatch.setenv("MNIST_COURSE_MIRRORS", mirror.as_uri() if style == "uri" else str(mirror))
-    folder = data.fetch_mnist(tmp_path / "root", progress=False)
-    assert all((folder / n).read_bytes() == synth[n] for n in data.FILES)
+    monkeypatch.setenv(dset.var, mirror.as_uri() if style == "uri" else str(mirror))
+    folder = data.fetch_mnist(tmp_path / "root", progress=False, dataset=dset.name)
+    assert folder == tmp_path / "root" / dset.spec.folder / "raw"
+    assert all((folder / n).read_bytes() == dset.raw[n] for n in data.FILES)
 
 
 def test_next_mirror_is_tried_after_a_failure(tmp_path, server, synth, monkeypatch):
@@ -530,15 +628,17 @@ def test_next_mirror_is_tried_after_a_failure(tmp_path, server, synth, monkeypat
     assert server.hits[f"/mnist/nothing-here/{data.FILES[0]}.gz"] == 1
 
 
-def test_torchvision_reads_the_files_we_wrote(tmp_path, server, synth, monkeypatch):
+@each_dataset
+def test_torchvision_reads_the_files_we_wrote(tmp_path, server, dset, monkeypatch):
     datasets = pytest.importorskip("torchvision.datasets")
-    server.serve(synth)
-    monkeypatch.setenv("MNIST_COURSE_MIRRORS", server.url)
-    root = data.fetch_mnist(tmp_path, progress=False).parent.parent
-    train = datasets.MNIST(root, train=True, download=False)
-    test = datasets.MNIST(root, train=False, download=False)
+    server.serve(dset.raw)
+    monkeypatch.setenv(dset.var, server.url)
+    root = data.fetch_mnist(tmp_path, progress=False, dataset=dset.name).parent.parent
+    tv = getattr(datasets, dset.spec.folder)     # datasets.MNIST, datasets.FashionMNIST
+    train = tv(root, train=True, download=False)
+    test = tv(root, train=False, download=False)
     assert (len(train), len(test)) == (N_TRAIN, N_TEST)
-    (x, y), _ = data.load_mnist(root, download=False)
+    (x, y), _ = data.load_mnist(root, download=False, dataset=dset.name)
     np.testing.assert_array_equal(train.data.numpy(), x)
     np.testing.assert_array_equal(train.targets.numpy(), y)
 
@@ -574,13 +674,15 @@ def test_concurrent_fetches_both_succeed(tmp_path, server, synth):
 # Fetching: every bad input ends in a clear DataError and a clean cache
 # --------------------------------------------------------------------------------------------
 
-def test_truncated_gzip(tmp_path, server, synth, monkeypatch):
-    server.serve(synth)
+@each_dataset
+def test_truncated_gzip(tmp_path, server, dset, monkeypatch):
+    server.serve(dset.raw)
     route = server.routes[f"/mnist/{data.FILES[0]}.gz"]
     route["body"] = route["body"][: len(route["body"]) // 2]
-    monkeypatch.setenv("MNIST_COURSE_MIRRORS", server.url)
-    msg = fetch_error(tmp_path)
+    monkeypatch.setenv(dset.var, server.url)
+    msg = fetch_error(tmp_path, dataset=dset.name)
     assert data.FILES[0] in msg and "truncated" in msg
+    assert f"export {dset.var}=file://" in msg and f"{dset.spec.folder}/raw/" in msg
 
 
 def test_connection_closed_early(tmp_path, server, synth, monkeypatch):
@@ -609,15 +711,16 @@ def test_html_page_from_a_mirror(tmp_path, server, synth, monkeypatch, ctype):
     assert "HTML page" in msg and data.FILES[0] in msg
 
 
-def test_checksum_mismatch_names_file_and_both_digests(tmp_path, server, synth, monkeypatch):
+@each_dataset
+def test_checksum_mismatch_names_file_and_both_digests(tmp_path, server, dset, monkeypatch):
     name = data.FILES[2]
-    bad = bytearray(synth[name])
+    bad = bytearray(dset.raw[name])
     bad[-1] ^= 0xFF  # same size, one pixel differs
-    server.serve({**synth, name: bytes(bad)})
-    monkeypatch.setenv("MNIST_COURSE_MIRRORS", server.url)
-    msg = fetch_error(tmp_path, bad=name)
+    server.serve({**dset.raw, name: bytes(bad)})
+    monkeypatch.setenv(dset.var, server.url)
+    msg = fetch_error(tmp_path, bad=name, dataset=dset.name)
     assert "checksum mismatch" in msg and name in msg
-    assert data.SHA256[name] in msg
+    assert dset.spec.sha256[name] in msg
     assert hashlib.sha256(bytes(bad)).hexdigest() in msg
 
 
@@ -744,10 +847,15 @@ def test_disk_full_leaves_no_file(tmp_path, server, synth, monkeypatch):
     assert "No space left on device" in msg
 
 
-def test_load_without_download_says_what_to_do(tmp_path):
-    with pytest.raises(data.DataError, match="mnist-course data"):
-        data.load_mnist(tmp_path, download=False)
-    assert not (tmp_path / "MNIST").exists()
+@pytest.mark.parametrize("name", list(data.DATASETS))
+def test_load_without_download_says_what_to_do(tmp_path, name):
+    spec = data.DATASETS[name]
+    with pytest.raises(data.DataError) as info:
+        data.load_mnist(tmp_path, download=False, dataset=name)
+    msg = str(info.value)
+    assert msg.startswith(f"{spec.title} is not in ")
+    assert f"Run `{spec.data_command}`, or call {spec.download_call}." in msg
+    assert not (tmp_path / spec.folder).exists()
 
 
 # --------------------------------------------------------------------------------------------
@@ -796,6 +904,8 @@ def test_normalize_shape_dtype_values():
     assert data.normalize(x[:, None]).shape == (1, 1, 2, 2)
     with pytest.raises(ValueError, match="shape"):
         data.normalize(np.zeros((2, 3, 28, 28), np.uint8))
+    fashion = data.normalize(x, dataset="fashion-mnist")
+    np.testing.assert_allclose(fashion, (x[:, None] / 255 - 0.2860) / 0.3530, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -834,6 +944,31 @@ def test_torchvision_reads_the_real_cache(mnist_raw):
     root = mnist_raw.parent.parent
     assert len(datasets.MNIST(root, train=True, download=False)) == 60000
     assert len(datasets.MNIST(root, train=False, download=False)) == 10000
+
+
+def test_real_fashion_mnist(fashion_raw, capsys):
+    """The real Fashion-MNIST (from the cache or MNIST_COURSE_FASHION_MIRRORS): checksums, shapes,
+    6,000 training and 1,000 test images of each class, its mean and std, torchvision, the CLI."""
+    fashion = data.DATASETS["fashion-mnist"]
+    assert fashion_raw.parts[-2:] == ("FashionMNIST", "raw")
+    for name in data.FILES:
+        content = (fashion_raw / name).read_bytes()
+        assert len(content) == fashion.sizes[name]
+        assert hashlib.sha256(content).hexdigest() == fashion.sha256[name], name
+    root = fashion_raw.parent.parent
+    (x, y), (xt, yt) = data.load_mnist(root, download=False, dataset="fashion-mnist")
+    assert x.shape == (60000, 28, 28) and xt.shape == (10000, 28, 28) and y.dtype == np.int64
+    assert np.bincount(y).tolist() == [6000] * 10 and np.bincount(yt).tolist() == [1000] * 10
+    hist = np.bincount(x.ravel(), minlength=256)
+    levels = np.arange(256) / 255
+    mean = (hist * levels).sum() / hist.sum()
+    std = np.sqrt((hist * (levels - mean) ** 2).sum() / hist.sum())
+    assert (round(mean, 4), round(std, 4)) == (fashion.mean, fashion.std)
+    datasets = pytest.importorskip("torchvision.datasets")
+    assert len(datasets.FashionMNIST(root, train=False, download=False)) == 10000
+    assert cli.main(["data", "--dataset", "fashion-mnist", "--root", str(root)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("Fashion-MNIST is ready in") and "60,000" in out and err == ""
 
 
 def test_cli_data_with_the_real_cache(mnist_raw, capsys):

@@ -24,7 +24,14 @@ import torch
 
 from mnist_course import cli, data, numpy_cnn, torch_cnn
 from mnist_course import handwriting as hw
-from mnist_course.draw import WEIGHT_FILES, create_app, load_readers
+from mnist_course.draw import (
+    LINGER_BYTES,
+    MAX_BODY,
+    WEIGHT_FILES,
+    create_app,
+    lingering_close,
+    load_readers,
+)
 
 PIL = pytest.importorskip("PIL", reason="Pillow is a dependency of the course: pip install -e .")
 from PIL import Image, ImageDraw
@@ -309,6 +316,7 @@ def test_a_large_body_without_a_declared_length_is_cut_off(client):
 
     answer = client.post("/api/predict", content=chunks())
     assert answer.status_code == 413 and "over 200,000 bytes" in answer.json()["error"]
+    assert answer.headers["connection"] == "close"      # the rest of the body is not read
 
 
 @pytest.mark.parametrize("method, path, status", [
@@ -388,6 +396,119 @@ def test_the_command_serves_the_api_on_a_real_port(server, mnist):
     rgba = hw.render(x_test[1], canvas=(280, 280), height=200, style="transparent")
     answer = _post(server, {"image": hw.to_data_url(rgba)})
     assert set(answer) == {"input28", "numpy", "torch"}
+
+
+# --------------------------------------------------------------------------------------------
+# Oversized bodies over a real socket: the 413 reaches a client still sending
+# --------------------------------------------------------------------------------------------
+
+def _connect(url: str) -> socket.socket:
+    host, port = re.match(r"http://([^:/]+):(\d+)/", url).groups()
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def _read_to_end(sock: socket.socket) -> tuple[int, dict, dict]:
+    """Status, headers (lower-case names) and JSON body of the answer, read until the server
+    ends the stream."""
+    raw = b""
+    while chunk := sock.recv(65536):
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def _info(url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(url + "api/info", timeout=30) as answer:
+        return json.load(answer)
+
+
+EIGHT_MB = 8_000_000
+
+
+def test_a_blocking_client_sending_an_oversized_body_receives_the_413(server):
+    """urllib.request sends its whole body before it reads: it gets the 413's JSON, not a
+    connection reset; so does a bare socket that sends 8 MB (no Connection: close) first."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(server + "api/predict", data=b"A" * EIGHT_MB,
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413
+    assert "8,000,000 bytes; at most 2,000,000" in json.load(refused.value)["error"]
+
+    with _connect(server) as sock:
+        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: draw\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: %d\r\n\r\n" % EIGHT_MB)
+        sock.sendall(b"A" * EIGHT_MB)
+        status, headers, body = _read_to_end(sock)
+    assert status == 413 and headers["connection"] == "close"
+    assert "8,000,000 bytes; at most 2,000,000" in body["error"]
+    assert set(_info(server)["weights"]) == {"numpy", "torch"}
+
+
+def test_an_endless_chunked_body_is_cut_off_and_the_server_goes_on(server):
+    """A body sent chunked without end: the server reads MAX_BODY, answers 413, throws away
+    LINGER_BYTES more and closes; the client's next send fails. Then the server answers."""
+    chunk = b"10000\r\n" + b"A" * 0x10000 + b"\r\n"
+    sent, safety = 0, 30_000 * len(chunk)          # about 2 GB, a few seconds on loopback
+    with _connect(server) as sock:
+        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: draw\r\nContent-Type: "
+                     b"application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            while sent < safety:
+                sock.sendall(chunk)
+                sent += len(chunk)
+    # what the server read, plus what the two sockets' buffers held
+    assert sent < 2 * (MAX_BODY + LINGER_BYTES), f"{sent:,} bytes sent before the cut"
+    assert set(_info(server)["weights"]) == {"numpy", "torch"}
+
+
+@pytest.fixture
+def quick_server(readers):
+    """The app under uvicorn in a thread of this process, lingering at most 0.5 s; yields the
+    URL."""
+    import uvicorn
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(readers), log_level="warning",
+                                           lifespan="off", http=lingering_close(seconds=0.5)))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            if server.started or not thread.is_alive():
+                break
+            thread.join(0.05)
+        assert server.started, "uvicorn did not start within 30 s"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def test_a_client_trickling_its_body_is_cut_off_after_the_linger_time(quick_server):
+    """A client that reads while it sends gets the 413 and the end of the answer at once; if it
+    goes on sending, slowly, the connection is closed when the linger time is over, and other
+    clients are served meanwhile."""
+    with _connect(quick_server) as sock:
+        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: draw\r\nContent-Length: %d\r\n\r\n"
+                     % EIGHT_MB + b"A" * 1000)
+        status, headers, body = _read_to_end(sock)
+        assert status == 413 and headers["connection"] == "close"
+        assert "at most 2,000,000" in body["error"]
+        assert set(_info(quick_server)["weights"]) == {"numpy", "torch"}   # meanwhile
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            for _ in range(3000):                       # 1,000 bytes every 10 ms, 30 s at most
+                sock.sendall(b"A" * 1000)
+                threading.Event().wait(0.01)
+    assert set(_info(quick_server)["weights"]) == {"numpy", "torch"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,3 +605,30 @@ def test_a_browser_draws_and_both_networks_read_it(browser, server):
     browser.find_element(By.ID, "clear").click()
     _stroke(browser, pad, [(10, y) for y in range(-100, 101, 25)], "touch")
     assert _readings(browser) == ("1", "1")
+
+
+# --------------------------------------------------------------------------------------------
+# Weights trained on Fashion-MNIST are refused (issue 24)
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", ["torch", "numpy"])
+def test_a_network_trained_on_fashion_mnist_is_refused_in_one_line(tmp_path, capsys, impl):
+    """`train --dataset fashion-mnist --save` records the dataset in the file (here written the
+    way training.run writes it, without training); draw reads digits, so it refuses the file
+    with one line naming it and saying what to do, before serving anything."""
+    path = tmp_path / WEIGHT_FILES[impl]
+    if impl == "torch":
+        torch_cnn.save_state(path, torch_cnn.CourseCNN(), dataset="fashion-mnist")
+    else:
+        numpy_cnn.save_params(path, numpy_cnn.init_cnn(0), dataset="fashion-mnist")
+    with pytest.raises(numpy_cnn.WeightsFileError, match="trained on Fashion-MNIST"):
+        load_readers(tmp_path, log=pytest.fail)
+    pytest.importorskip("fastapi", reason="the app extra: pip install -e '.[app]'")
+    code = cli.main(["draw", "--no-browser", "--port", "0", "--weights", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    line = err.rstrip("\n")
+    assert "\n" not in line and "Traceback" not in line
+    assert line.startswith(f"mnist-course: error: {path} holds a network trained on "
+                           "Fashion-MNIST")
+    assert "--weights" in line and "make demo" in line

@@ -12,8 +12,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from mnist_course import notebooks
-from mnist_course.notebooks import NotebookError, make_lesson, render, strip_solutions
+from mnist_course import kernels, lessons, notebook_io, notebooks, outputs, regions, scoreboard
+from mnist_course.lessons import make_lesson
+from mnist_course.notebook_io import NotebookError, render
+from mnist_course.regions import strip_solutions
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -162,26 +164,26 @@ def test_lessons_command_writes_checks_and_removes(tmp_path, capsys):
     _write(les / "09_gone.ipynb", _solution())
     args = {"solutions": str(sol), "lessons": str(les)}
 
-    assert notebooks.lessons_command(check=True, **args) == 1
+    assert lessons.lessons_command(check=True, **args) == 1
     out = capsys.readouterr().out
     assert "01_a.ipynb: missing" in out and "09_gone.ipynb: has no solution" in out
     assert (les / "09_gone.ipynb").exists() and not (les / "01_a.ipynb").exists()
 
-    assert notebooks.lessons_command(check=False, **args) == 0
+    assert lessons.lessons_command(check=False, **args) == 0
     assert sorted(p.name for p in les.iterdir()) == ["01_a.ipynb", "02_b.ipynb"]
     first = {p.name: p.read_bytes() for p in les.iterdir()}
     assert b"NotImplementedError" in first["01_a.ipynb"] and b"2 * x" not in first["01_a.ipynb"]
     assert "2 written, 0 unchanged, 1 removed" in capsys.readouterr().out
 
-    assert notebooks.lessons_command(check=False, **args) == 0
+    assert lessons.lessons_command(check=False, **args) == 0
     assert {p.name: p.read_bytes() for p in les.iterdir()} == first
     assert "0 written, 2 unchanged" in capsys.readouterr().out
-    assert notebooks.lessons_command(check=True, **args) == 0
+    assert lessons.lessons_command(check=True, **args) == 0
 
     changed = _solution()
     changed.cells[2].source = "assert f(3) == 6"
     _write(sol / "02_b.ipynb", changed)
-    assert notebooks.lessons_command(check=True, **args) == 1
+    assert lessons.lessons_command(check=True, **args) == 1
     out = capsys.readouterr().out
     assert "02_b.ipynb: differs" in out and "01_a.ipynb" not in out
 
@@ -189,7 +191,7 @@ def test_lessons_command_writes_checks_and_removes(tmp_path, capsys):
 def test_missing_solutions_folder_says_where_to_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(NotebookError, match="repository root"):
-        notebooks.lessons_command(check=True)
+        lessons.lessons_command(check=True)
 
 
 # ------------------------------------------------------------------ the committed notebooks
@@ -201,7 +203,7 @@ def test_every_solution_has_a_lesson_and_no_lesson_lacks_a_solution():
 
 
 def test_committed_lessons_equal_freshly_generated_ones(tmp_path, capsys):
-    assert notebooks.lessons_command(check=False, solutions=str(ROOT / "solutions"),
+    assert lessons.lessons_command(check=False, solutions=str(ROOT / "solutions"),
                                      lessons=str(tmp_path)) == 0
     fresh = {p.name: p.read_bytes() for p in tmp_path.glob("*.ipynb")}
     committed = {p.name: p.read_bytes() for p in LESSONS}
@@ -216,13 +218,13 @@ _CHECK_CALL = re.compile(r"^\s*(assert\b|\w*check\w*\()", re.MULTILINE)
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
 def test_solution_has_exercises_each_followed_by_a_check_cell(path):
     nb = nbformat.read(path, as_version=4)
-    regions = [i for i, c in enumerate(nb.cells) if notebooks.has_solution(c.source)]
-    assert regions, f"{path.name} has no '### BEGIN SOLUTION' exercise region"
-    code_regions = [i for i in regions if nb.cells[i].cell_type == "code"]
+    found = [i for i, c in enumerate(nb.cells) if regions.has_solution(c.source)]
+    assert found, f"{path.name} has no '### BEGIN SOLUTION' exercise region"
+    code_regions = [i for i in found if nb.cells[i].cell_type == "code"]
     assert code_regions, f"{path.name} has no code exercise"
     for i in code_regions:
         later = [j for j, c in enumerate(nb.cells) if j > i and c.cell_type == "code"
-                 and not notebooks.has_solution(c.source) and _CHECK_CALL.search(c.source)]
+                 and not regions.has_solution(c.source) and _CHECK_CALL.search(c.source)]
         assert later, f"{path.name}: exercise in cell {i} has no check cell after it"
 
 
@@ -232,16 +234,16 @@ def test_check_finds_the_same_exercises_in_solution_and_lesson(path):
     name, and the lesson has exactly the solution's exercises (no notebook is run here)."""
     solution = nbformat.read(path, as_version=4)
     lesson = make_lesson(solution, name=path.name)
-    found = notebooks.find_exercises(solution)
+    found = scoreboard.find_exercises(solution)
     assert [(e.name, e.cells) for e in found] == \
-        [(e.name, e.cells) for e in notebooks.find_exercises(lesson)]
+        [(e.name, e.cells) for e in scoreboard.find_exercises(lesson)]
     calls = [i for i, c in enumerate(solution.cells) if c.cell_type == "code"
              and re.search(r"\bchecks\.check_\w+\(", c.source)]
     assert calls and set(calls) <= {e.cells[-1] for e in found}
     for e in found:
         assert e.name and "code cell" not in e.name, e
-        assert all(notebooks.is_solution_cell(solution.cells[i].source) for i in e.cells[:-1])
-        assert all(notebooks.is_solution_cell(lesson.cells[i].source) for i in e.cells[:-1])
+        assert all(regions.is_solution_cell(solution.cells[i].source) for i in e.cells[:-1])
+        assert all(regions.is_solution_cell(lesson.cells[i].source) for i in e.cells[:-1])
     if path.name == "01_numpy_mlp.ipynb":  # checked by an assert cell, not a check call
         assert "mlp_loss_and_grads" in [e.name for e in found]
 
@@ -260,7 +262,7 @@ def test_exercise_names_and_grouping():
         new_code_cell("checks.check_adam(\n    K, weight_decay=True)"),
         new_code_cell("checks.check_relu(relu_forward, relu_backward)"),
     )
-    found = [(e.name, e.cells) for e in notebooks.find_exercises(nb)]
+    found = [(e.name, e.cells) for e in scoreboard.find_exercises(nb)]
     # nbgrader's rule (grading.roles): the first code cell after the solution cells is their
     # test cell; a check call that follows no exercise is not an exercise of its own.
     assert found == [("Exercise: one_hot and more", [1, 2, 3]), ("h", [5, 6]),
@@ -273,7 +275,7 @@ def test_lesson_runs_until_its_first_exercise(path, mnist_raw):
     stubs = [i for i, c in enumerate(nb.cells)
              if c.cell_type == "code" and "raise NotImplementedError()" in c.source]
     assert stubs, f"{path.name} has no exercise stub"
-    result = notebooks.first_error(path, timeout=600)
+    result = kernels.first_error(path, timeout=600)
     assert result is not None, f"{path.name} ran to the end: no exercise raised"
     index, ename, evalue = result
     assert ename == "NotImplementedError", (
@@ -289,7 +291,7 @@ def test_progress_bar_keeps_only_its_final_state():
     text = ("\r  0%|     | 0/3 [00:00<?, ?it/s]\r 33%|#    | 1/3\r100%|#####| 3/3 [00:01]\n"
             "\rEpoch 2:  50%|##  | 1/2\x1b[A\rEpoch 2: 100%|####| 2/2   \n"
             "plain line\n")
-    assert notebooks.clean_stream_text(text) == (
+    assert outputs.clean_stream_text(text) == (
         "100%|#####| 3/3 [00:01]\nEpoch 2: 100%|####| 2/2\nplain line\n")
 
 
@@ -301,10 +303,10 @@ def test_clean_outputs_merges_streams_and_drops_widgets():
         new_output("stream", name="stdout", text="a\n"),
         new_output("stream", name="stdout", text="b\n"),
         new_output("stream", name="stderr", text="\r"),
-        new_output("display_data", data={notebooks.WIDGET_MIME: {"model_id": "1"}}),
-        new_output("display_data", data={"text/plain": "fig", notebooks.WIDGET_MIME: {}}),
+        new_output("display_data", data={outputs.WIDGET_MIME: {"model_id": "1"}}),
+        new_output("display_data", data={"text/plain": "fig", outputs.WIDGET_MIME: {}}),
     ]))
-    outs = notebooks.clean_outputs(nb).cells[0].outputs
+    outs = outputs.clean_outputs(nb).cells[0].outputs
     assert [(o.output_type, o.get("name")) for o in outs] == [
         ("stream", "stderr"), ("stream", "stdout"), ("display_data", None)]
     assert outs[0].text == "100%|###|\n" and outs[1].text == "a\nb\n"
@@ -319,7 +321,7 @@ def test_machine_paths_in_outputs_are_found():
         new_code_cell("c", outputs=[new_output("stream", name="stdout",
                                                text="data in ../shared/data\n")]),
     )
-    found = notebooks.find_machine_paths(nb)
+    found = outputs.find_machine_paths(nb)
     assert [f.split(":")[0] for f in found] == ["cell 1", "cell 2"]
 
 
@@ -341,7 +343,7 @@ def test_execute_runs_in_the_notebook_folder_and_cleans(tmp_path):
     assert nb.cells[0].outputs[0].text == "['demo.ipynb']\n"
     assert nb.cells[1].outputs[0].text == "3/3\n"
     assert "UserWarning: careful" in nb.cells[2].outputs[0].text
-    assert notebooks.find_machine_paths(nb) == []
+    assert outputs.find_machine_paths(nb) == []
     assert [c.execution_count for c in nb.cells] == [1, 2, 3]
     assert path.read_text(encoding="utf-8") == render(nb)
 
@@ -365,3 +367,79 @@ def test_ids_do_not_depend_on_the_folder_and_duplicates_are_fixed():
     b = make_lesson(nb, name="/elsewhere/solutions/01_x.ipynb")
     assert render(a) == render(b)
     assert len({c.id for c in a.cells}) == 3
+
+
+# ------------------------------------------------------------------ a learner's edited lesson
+# (no kernel here: which cells `mnist-course check` grades; tests/test_cli.py runs it)
+
+def _graded(nb, name):
+    exercises, notes = scoreboard.exercises_to_grade(nb, Path("somewhere") / name)
+    return [(e.name, e.cells, e.problem) for e in exercises], notes
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_untouched_lesson_is_graded_by_its_own_metadata(path):
+    lesson = notebook_io.read_notebook(path)
+    graded, notes = _graded(lesson, path.name)
+    assert graded == [(e.name, e.cells, None) for e in scoreboard.find_exercises(lesson)]
+    assert notes == []
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_lesson_without_any_metadata_is_recognised_from_the_course_copy(path):
+    lesson = notebook_io.read_notebook(path)
+    expected = [(e.name, e.cells, None) for e in scoreboard.find_exercises(lesson)]
+    for cell in lesson.cells:
+        cell.metadata = {}
+        if cell.cell_type == "code":  # every stub answered, so no marker is left either
+            cell.source = cell.source.replace(regions.CODE_STUB[0], "# my answer").replace(
+                regions.CODE_STUB[1], "pass")
+    graded, notes = _graded(lesson, path.name)
+    assert graded == expected
+    assert len(notes) == 1 and notes[0].startswith("this notebook has no nbgrader metadata")
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_every_exercise_is_listed_when_its_check_cell_is_deleted_or_edited(path):
+    lesson = notebook_io.read_notebook(path)
+    exercises = scoreboard.find_exercises(lesson)
+    checks = [e.cells[-1] for e in exercises]
+    lesson.cells[checks[0]].source += "\nprint('and one more thing')"
+    for index in reversed(checks[1:]):
+        del lesson.cells[index]
+    graded, notes = _graded(lesson, path.name)
+    assert [g[0] for g in graded] == [e.name for e in exercises]
+    assert graded[0][1] == exercises[0].cells and "was changed" in graded[0][2]
+    for name, cells, problem in graded[1:]:
+        assert "is missing" in problem, (name, problem)
+        assert len(cells) == len(exercises[graded.index((name, cells, problem))].cells) - 1
+    assert notes == []
+
+
+def test_code_pasted_into_a_new_cell_and_scratch_cells_are_recognised():
+    """Lesson 00: the one-hot cell replaced by a new cell (no metadata) after a scratch cell
+    that also defines one_hot; the last definition before the check is the answer."""
+    path = ROOT / "lessons" / "00_data.ipynb"
+    lesson = notebook_io.read_notebook(path)
+    first, second = scoreboard.find_exercises(lesson)
+    answer = lesson.cells[first.cells[0]].source.replace(
+        "    # YOUR CODE HERE\n    raise NotImplementedError()", "    return np.eye(10)[y]")
+    del lesson.cells[first.cells[0]]   # the check cell is now at first.cells[0]
+    lesson.cells.insert(first.cells[0], new_code_cell(answer))
+    lesson.cells.insert(first.cells[0], new_code_cell("def one_hot(y):\n    return y"))
+    lesson.cells.insert(first.cells[0], new_code_cell("print('scratch')"))
+    graded, notes = _graded(lesson, path.name)
+    check = first.cells[0] + 3
+    assert graded == [(first.name, [check - 1, check], None),
+                      (second.name, [i + 2 for i in second.cells], None)]
+    assert notes == [(f"{first.name}: a solution cell has lost its nbgrader metadata; took code "
+                     "cell 20 (it defines one_hot)")]
+
+
+def test_a_notebook_the_course_lacks_is_graded_by_its_metadata_or_markers():
+    lesson = notebook_io.read_notebook(ROOT / "lessons" / "00_data.ipynb")
+    graded, notes = _graded(lesson, "99_mine.ipynb")
+    assert [g[0] for g in graded] == ["Exercise: one-hot labels", "Exercise: a validation split"]
+    assert notes == [("the course has no lesson named 99_mine.ipynb (in solutions/); exercises "
+                     "found by this notebook's nbgrader metadata, its check cells not compared "
+                     "with the course's")]

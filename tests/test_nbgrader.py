@@ -26,7 +26,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from mnist_course import grading
-from mnist_course.notebooks import make_lesson, read_notebook
+from mnist_course.lessons import make_lesson
+from mnist_course.notebook_io import read_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -129,6 +130,17 @@ def test_a_lesson_gets_the_metadata_of_its_solution():
     assert "BEGIN" not in lesson.cells[0].source
     assert ([c.metadata.nbgrader for c in lesson.cells]
             == [c.metadata.nbgrader for c in grading.annotate(nb).cells])
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=LESSON_NAMES)
+def test_metadata_roles_read_back_what_annotate_wrote(path):
+    """What `mnist-course check` reads from a learner's notebook (its cell metadata, which
+    survives the learner's editing) is what the sources say, cell by cell."""
+    nb = _annotated(path)
+    assert grading.metadata_roles(nb) == grading.roles(nb, str(path))
+    for cell in nb.cells:
+        cell.metadata.pop("nbgrader", None)
+    assert grading.metadata_roles(nb) == [None] * len(nb.cells)
 
 
 def test_stray_markers_are_found():
@@ -238,3 +250,17 @@ def test_autograde_full_marks_for_the_solution_and_less_for_the_stubs(course):
         assert untouched.score < untouched.max_score == complete.max_score
         assert untouched.code_score == 0, "every check fails while the exercises are stubs"
     assert (course / "autograded" / "complete" / name / f"{name}.ipynb").is_file()
+
+
+def test_grading_source_never_copies_the_learners_package(tmp_path):
+    """solutions/mine holds the solutions' own code (keep.save): an assignment must not ship it."""
+    sol = tmp_path / "solutions"
+    sol.mkdir()
+    shutil.copy(ROOT / "solutions" / "00_data.ipynb", sol)
+    (sol / "mine").mkdir()
+    (sol / "mine" / "train_val_split.py").write_text("def train_val_split(x, y): pass\n")
+    (sol / "mine" / "__init__.py").write_text("")
+    grading.write_source(tmp_path / "course", sol)
+    shipped = [p.relative_to(tmp_path / "course") for p in (tmp_path / "course").rglob("*")]
+    assert not [p for p in shipped if "mine" in p.parts], shipped
+    assert (tmp_path / "course" / "source" / "00_data" / "00_data.ipynb").is_file()

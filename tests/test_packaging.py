@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 import subprocess
@@ -168,11 +169,66 @@ def test_make_test_keeps_notebooks_and_shared_fixtures_in_one_unit_of_work():
     # a notebook's cells share one kernel
     assert unit("solutions/00_data.ipynb::Cell 0") == unit("solutions/00_data.ipynb::Cell 9")
     assert unit("solutions/00_data.ipynb::Cell 0") != unit("solutions/02_numpy_layers.ipynb::Cell 0")
-    # lesson 03 reads lesson 01's MLP, lesson 05 lesson 03's CNN
+    # lesson 03 reads lesson 01's MLP, lesson 06 lesson 03's CNN
     chained = {unit(f"solutions/{n}.ipynb::Cell 3")
-               for n in ("01_numpy_mlp", "03_numpy_cnn", "05_torch_autograd")}
+               for n in ("01_numpy_mlp", "03_numpy_cnn", "06_torch_autograd")}
     assert len(chained) == 1
-    assert unit("solutions/06_torch_cnn.ipynb::Cell 1") not in chained
+    assert unit("solutions/07_torch_data.ipynb::Cell 1") not in chained
     # test_draw.py trains its networks once; other tests are balanced one by one
     assert unit("tests/test_draw.py::test_a") == unit("tests/test_draw.py::test_b[x]")
     assert unit("tests/test_data.py::test_a") != unit("tests/test_data.py::test_b")
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Every module of mnist_course -> the modules of mnist_course it imports, anywhere in the
+    file (inside functions too). ``mnist_course`` itself (``__init__``) is left out: it is the
+    ground floor every module may use."""
+    package = ROOT / "mnist_course"
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in package.rglob("*.py")}
+
+    def owner(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name if name and name != "mnist_course" else None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        names: list[str] = []
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = module.split(".")[: len(module.split(".")) - node.level
+                                              + (path.name == "__init__.py")]
+                    base = ".".join([*parts, base] if base else parts)
+                names += [f"{base}.{alias.name}" for alias in node.names]
+        graph[module] = {o for n in names if n.startswith("mnist_course")
+                         and (o := owner(n)) and o != module}
+    return graph
+
+
+def test_no_import_cycles_inside_the_package():
+    """Lower rooms never import higher ones (docs/COURSE.md): no module reaches itself again
+    through the imports of mnist_course, counting imports inside functions."""
+    graph = _package_imports()
+    assert "mnist_course.scoreboard" in graph and "mnist_course.schedule" in graph
+    state: dict[str, str] = {}  # "open" while on the path, "done" after
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for nxt in sorted(graph[module]):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join([*path[path.index(nxt):], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == [], f"import cycles: {cycles}"
+

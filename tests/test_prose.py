@@ -324,3 +324,50 @@ def test_several_problems_are_all_reported_with_their_cells():
     assert len(problems) == 3, problems
     assert "markdown cell 0 (id prose)" in problems[0] and "'0.9876'" in problems[0]
     assert all("markdown cell 2 (id second)" in p for p in problems[1:])
+
+
+# --------------------------------------------------------------------------------------------
+# "lesson 07" in prose names a lesson that exists
+# --------------------------------------------------------------------------------------------
+
+LESSON_REF = re.compile(r"\b[Ll]essons?\s+(\d{2})(?:\s*(?:[–-]|to|and)\s*(\d{2}))?\b")
+LESSON_NUMBERS = {p.name[:2] for p in SOLUTIONS if p.name[:2].isdigit()}
+
+
+def lesson_reference_problems(text: str, where: str, numbers=None) -> list[str]:
+    """Every "lesson NN" (or "lessons NN–MM", "lessons NN and MM") in ``text`` whose number has
+    no notebook in solutions/."""
+    numbers = LESSON_NUMBERS if numbers is None else numbers
+    problems = []
+    for m in LESSON_REF.finditer(text):
+        for number in filter(None, m.groups()):
+            if number not in numbers:
+                problems.append(f"{where}: {m.group(0)!r} names no lesson (solutions/ has "
+                                f"{', '.join(sorted(numbers))}): renumbered?")
+    return problems
+
+
+def _prose_files():
+    for path in SOLUTIONS:
+        nb = nbformat.read(path, as_version=4)
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type == "markdown":
+                yield f"{path.name}, markdown cell {index}", cell.source
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        yield str(path.relative_to(ROOT)), path.read_text(encoding="utf-8")
+
+
+def test_every_lesson_named_in_prose_exists():
+    problems = [p for where, text in _prose_files() for p in lesson_reference_problems(text, where)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("text, bad", [
+    ("Lesson 03 trains it; lessons 00–02 build it.", []),
+    ("as lesson 07 showed", ["'lesson 07'"]),
+    ("lessons 01 and 09", ["'lessons 01 and 09'"]),
+    ("Lessons 02-07", ["'Lessons 02-07'"]),
+])
+def test_lesson_references_are_checked_against_the_lessons(text, bad):
+    problems = lesson_reference_problems(text, "x", numbers={"00", "01", "02", "03"})
+    assert len(problems) == len(bad) and all(b in p for b, p in zip(bad, problems))

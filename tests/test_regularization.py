@@ -276,6 +276,15 @@ BN_BUGS = [
     ("dgamma_x", r"with the NORMALISED x_hat, not with x"),
     ("dbeta_keepdims", (r"dbeta has shape \(1, C, 1, 1\): sum over axes \(0, 2, 3\) "
                        r"without keepdims")),
+    # issue 23: the running variance, the statistics used in training, dx's constant factors
+    ("unbiased_over_n", r"unbiased factor uses N = 4 instead of m = N\*H\*W = 100"),
+    ("unbiased_over_hw", r"unbiased factor uses H\*W = 25 instead of m = N\*H\*W = 100"),
+    ("eps_in_running_var", r"eps was added to the running variance"),
+    ("normalise_updated_running", r"normalised with the running statistics just updated"),
+    ("normalise_updated_mean", r"normalised with the running statistics just updated"),
+    ("var_path_half", r"the term through the variance has a wrong constant factor \(0\.5 times"),
+    ("var_path_minus", r"the term through the variance has a wrong constant factor \(-1 times"),
+    ("mean_path_over_n", r"the term through the mean divides by N = 4 instead of m = N\*H\*W"),
 ]
 
 DROPOUT_BUGS = [
@@ -286,6 +295,17 @@ DROPOUT_BUGS = [
     ("new_mask_backward", r"the mask is drawn again in backward"),
     ("backward_not_scaled", r"dx is masked but not scaled"),
     ("global_random", r"draw the mask from the rng argument"),
+    # p = 1 and float32 (issue 23)
+    ("p_one_nan", (r"case 7 of 10 failed: x \(12, 5, 3, 3\) float64, p=1.0[\s\S]*out contains "
+                   r"nan[\s\S]*with p = 1 every value is dropped and 1 / \(1 - p\) divides by "
+                   r"zero: use the scale 0")),
+    ("p_one_zero_division", (r"case 7 of 10[\s\S]*raised ZeroDivisionError[\s\S]*1 / \(1 - p\) "
+                             r"divides by zero")),
+    ("p_one_identity", r"case 7 of 10[\s\S]*outputs are not zero with p = 1"),
+    ("p_one_backward_nan", r"case 7 of 10[\s\S]*dx contains nan or inf[\s\S]*scale 0"),
+    ("float64_mask", (r"case 8 of 10 failed: x \(60, 40\) float32[\s\S]*out has dtype float64; "
+                      r"expected float32[\s\S]*cast the mask")),
+    ("backward_float64", r"case 8 of 10[\s\S]*dx has dtype float64; expected float32"),
 ]
 
 

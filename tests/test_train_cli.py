@@ -6,13 +6,16 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from mnist_course import CourseError, cli, data, demo, draw, numpy_cnn, torch_cnn, training
+from mnist_course.history import format_epoch
+from mnist_course.schedule import CosineDecay, cosine_factor
 
-CONTRACT_KEYS = {"impl", "epochs", "test_accuracy", "train_seconds", "seconds_per_epoch",
-                 "params"}
+CONTRACT_KEYS = {"impl", "dataset", "epochs", "test_accuracy", "train_seconds",
+                 "seconds_per_epoch", "params"}
 
 
 def _train_cli(capsys, *args):
@@ -50,6 +53,7 @@ def test_cli_train_json(capsys, mnist_raw, torch_run, impl, tmp_path):
     result = json.loads(lines[-1])
     assert set(result) == CONTRACT_KEYS
     assert result["impl"] == impl and result["epochs"] == 1 and result["params"] == 93_322
+    assert result["dataset"] == "mnist"
     assert 0.4 < result["test_accuracy"] <= 1.0
     assert result["train_seconds"] > 0
     assert result["seconds_per_epoch"] == pytest.approx(result["train_seconds"])
@@ -137,12 +141,12 @@ def test_run_rejects_unknown_impl():
 
 def test_format_epoch():
     row = {"epoch": 2, "loss": 0.12345, "train_acc": 0.96, "test_acc": 0.9812, "seconds": 12.34}
-    assert training.format_epoch(row, 3) == (
+    assert format_epoch(row, 3) == (
         "epoch 2/3  loss 0.1235  train acc 0.9600  test acc 0.9812  12.3 s")
-    assert training.format_epoch(row, 10).startswith("epoch  2/10  ")
+    assert format_epoch(row, 10).startswith("epoch  2/10  ")
     val_row = {"epoch": 1, "loss": 0.5, "train_acc": 0.9, "val_loss": 0.4, "val_acc": 0.95,
                "lr": 1e-3, "seconds": 1.0}
-    assert "train acc 0.9000  val acc 0.9500  1.0 s" in training.format_epoch(val_row, 1)
+    assert "train acc 0.9000  val acc 0.9500  1.0 s" in format_epoch(val_row, 1)
 
 
 def test_demo_on_a_tiny_subset(tmp_path, capsys, mnist_raw):
@@ -188,12 +192,12 @@ def test_cosine_schedule_is_the_same_in_numpy_and_torch():
 
     total = 10
     fake = FakeAdam()
-    wrapped = training._CosineDecay(fake, total)
+    wrapped = CosineDecay(fake, total)
     for _ in range(total):
         wrapped.step({}, {})
     opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: training.cosine_factor(s, total))
+        opt, lambda s: cosine_factor(s, total))
     torch_lrs = []
     for _ in range(total):
         torch_lrs.append(opt.param_groups[0]["lr"])
@@ -201,7 +205,7 @@ def test_cosine_schedule_is_the_same_in_numpy_and_torch():
         sched.step()
     assert fake.seen == pytest.approx(torch_lrs, rel=1e-12)
     assert fake.seen[0] == 1e-3 and fake.seen[-1] < 0.03 * 1e-3
-    assert training.cosine_factor(total, total) == 0.0
+    assert cosine_factor(total, total) == 0.0
     with pytest.raises(CourseError, match="schedule"):
         training.run("torch", schedule="step")
 
@@ -211,3 +215,56 @@ def test_demo_speed_sentence_calls_a_near_tie_level():
     assert "about the same time (27.2 s and 27.5 s)" in compare_speed(27.5, 27.2)
     assert "PyTorch was 1.5x faster" in compare_speed(30.0, 20.0)
     assert "PyTorch was 2.0x slower" in compare_speed(10.0, 20.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Fashion-MNIST: --dataset, the JSON's "dataset", and the record in the saved weights
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", ["torch", "numpy"])
+def test_cli_train_fashion_mnist_records_the_dataset(capsys, fashion_raw, tmp_path, impl):
+    weights = tmp_path / ("w.npz" if impl == "numpy" else "w.pt")
+    code, out, err = _train_cli(capsys, impl, "--dataset", "fashion-mnist", "--limit", "500",
+                                "--epochs", "1", "--device", "cpu", "--save", str(weights))
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert set(result) == CONTRACT_KEYS and result["dataset"] == "fashion-mnist"
+    assert f"{impl} on Fashion-MNIST: test accuracy" in out
+    assert 0.3 < result["test_accuracy"] <= 1.0   # 8 steps on clothes: well above chance (0.1)
+    # the weights say what they learnt, and still load the ordinary ways
+    (_, _), (x_test, y_test) = data.load_mnist(dataset="fashion-mnist")
+    x_test = data.normalize(x_test, dataset="fashion-mnist")
+    if impl == "numpy":
+        assert numpy_cnn.saved_dataset(weights) == "fashion-mnist"
+        params = numpy_cnn.load_params(weights)
+        assert set(params) == set(numpy_cnn.PARAM_SHAPES)
+        acc = float((numpy_cnn.predict(params, x_test) == y_test).mean())
+    else:
+        assert torch_cnn.saved_dataset(weights) == "fashion-mnist"
+        model = torch_cnn.CourseCNN()
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        acc = float((torch_cnn.predict(model, x_test) == y_test).mean())
+    assert acc == pytest.approx(result["test_accuracy"], abs=1e-4)
+
+
+def test_mnist_weights_and_older_files_read_as_mnist(tmp_path):
+    """An MNIST network carries no record, so its files are what they were; files written before
+    the record existed (a plain dict of tensors, an .npz of weights alone) read as MNIST."""
+    model = torch_cnn.CourseCNN()
+    torch_cnn.save_state(tmp_path / "new.pt", model, dataset="mnist")
+    torch.save({k: v for k, v in model.state_dict().items()}, tmp_path / "old.pt")
+    numpy_cnn.save_params(tmp_path / "new.npz", numpy_cnn.init_cnn(0), dataset="mnist")
+    with np.load(tmp_path / "new.npz") as f:
+        assert set(f.files) == set(numpy_cnn.PARAM_SHAPES)
+    for name in ("new.pt", "old.pt"):
+        assert torch_cnn.saved_dataset(tmp_path / name) == "mnist"
+    assert numpy_cnn.saved_dataset(tmp_path / "new.npz") == "mnist"
+
+
+def test_an_unknown_dataset_is_refused_before_training(capsys, monkeypatch):
+    monkeypatch.setattr(training, "_run_torch", lambda *a: pytest.fail("trained anyway"))
+    with pytest.raises(CourseError, match="unknown dataset 'kmnist'"):
+        training.run("torch", dataset="kmnist")
+    with pytest.raises(SystemExit):    # argparse: only the two choices
+        cli.main(["train", "torch", "--dataset", "kmnist"])
+    assert "invalid choice: 'kmnist'" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from mnist_course import _oracle
@@ -58,6 +60,72 @@ def _conv_shape_hints(xs, ws, stride, pad):
     return hints
 
 
+_AXES_NAMES = ("C", "KH", "KW")
+
+
+def _w_orders(w: np.ndarray) -> list:
+    """(perm, w_eff, order name): the kernel a learner effectively uses when the im2col columns
+    list a window's values in the order `perm` of (C, KH, KW) while w is flattened as
+    w.reshape(F, -1), in the order (C, KH, KW)."""
+    f, c, kh, kw = w.shape
+    dims = (c, kh, kw)
+    out = []
+    for perm in ((0, 2, 1), (1, 2, 0), (2, 1, 0), (1, 0, 2), (2, 0, 1)):
+        pshape = tuple(dims[p] for p in perm)
+        back = [1 + perm.index(axis) for axis in range(3)]
+        w_eff = w.reshape(f, *pshape).transpose(0, *back)
+        out.append((perm, w_eff, "(" + ", ".join(_AXES_NAMES[p] for p in perm) + ")"))
+    return out
+
+
+def _order_hint(order: str) -> str:
+    return (f"the im2col columns list each window's values in the order {order}, but w is "
+            f"flattened as w.reshape(F, -1), in the order (C, KH, KW): the kernel offsets (and "
+            f"channels) are paired with the wrong weights. Build each column in the order "
+            f"(C, KH, KW), e.g. loop over the offsets i (rows) then j (columns) and take "
+            f"x_pad[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] for all channels "
+            f"at once, stacking along a new axis 2, then reshape to (N, C * KH * KW, OH * OW).")
+
+
+_NO_TRANSPOSE = ("the values are right but in the wrong places: the matrix product gives one "
+                 "row per (n, i, j) output position and one column per filter (or the "
+                 "transpose); reshape it to (N, OH, OW, F) and transpose(0, 3, 1, 2) (or "
+                 "reshape (F, N, OH, OW) and transpose(1, 0, 2, 3)): a reshape straight to "
+                 "(N, F, OH, OW) scrambles the values.")
+
+
+class _LazyGrads:
+    """conv2d_grads of x for another kernel or another dout, computed only when asked."""
+
+    def __init__(self, x, w, b, stride, pad, dout):
+        self.args, self.cache = (x, w, b, stride, pad, dout), {}
+
+    def __call__(self, key, which: int, w_=None, dout_=None):
+        if key not in self.cache:
+            x, w, b, stride, pad, dout = self.args
+            self.cache[key] = _oracle.conv2d_grads(x, w if w_ is None else w_, b, stride, pad,
+                                                   dout if dout_ is None else dout_)
+        return self.cache[key][which]
+
+
+def _pad_explain(pad: int, index: int, backward: bool = False):
+    """The likely bug behind an exception on a padded case."""
+    def explain(exc):
+        if pad == 0 or not isinstance(exc, (ValueError, IndexError)):
+            return None
+        earlier = " (the cases with pad = 0 passed)" if index > 1 else ""
+        pad_how = ("np.pad(x, pad) pads every axis, N and C too: pad only H and W, "
+                   "np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))")
+        if backward:
+            return (f"conv2d_backward fails with pad = {pad}{earlier}: are the windows in "
+                    f"backward taken from x without the padding? Pad x again exactly as in "
+                    f"forward (or keep x_pad in the cache), take the windows from it, add the "
+                    f"gradients into dx_pad of the padded shape and crop it at the end. Or: "
+                    f"{pad_how}.")
+        return f"an error with pad = {pad}{earlier}: {pad_how}."
+    return explain
+
+
 def _check_conv_output(chk, out, x, w, b, stride, pad, ref, what="out", context=None):
     """Compare a conv2d_forward output with ref; context is added to the failure message."""
     n, f = x.shape[0], w.shape[0]
@@ -70,10 +138,19 @@ def _check_conv_output(chk, out, x, w, b, stride, pad, ref, what="out", context=
           "sum(x_window * w[f]) + b[f].")),
         (lambda: ref - b[None, :, None, None], ("the bias b was not added (b[f] belongs to "
                                                "output channel f).")),
+        *[(lambda w_eff=w_eff: _oracle.conv2d(x, w_eff, b, stride, pad), _order_hint(order))
+          for _perm, w_eff, order in _w_orders(w)],
+        (lambda: ref.transpose(0, 2, 3, 1).reshape(ref.shape), _NO_TRANSPOSE),
+        (lambda: ref.transpose(1, 0, 2, 3).reshape(ref.shape), _NO_TRANSPOSE),
     ]
+    shape_hints = _conv_shape_hints(x.shape, w.shape, stride, pad)
+    if pad:
+        shape_hints = [((n + 2 * pad, f, ho, wo), (
+            f"{n + 2 * pad} images instead of {n}: np.pad(x, pad) padded every axis, N and C "
+            f"too; pad only H and W, np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))."))
+        ] + shape_hints
     try:
-        out = chk.array(out, what, (n, f, ho, wo),
-                        shape_hints=_conv_shape_hints(x.shape, w.shape, stride, pad))
+        out = chk.array(out, what, (n, f, ho, wo), shape_hints=shape_hints)
         chk.compare(what, out, ref, alternatives=alternatives)
     except AssertionError as exc:
         if context:
@@ -91,7 +168,8 @@ def check_conv2d_forward(fn) -> None:
         x, w, b = _conv_data(rng, xs, ws)
         copies = (x.copy(), w.copy(), b.copy())
         res = chk.call(fn, x, w, b, stride=stride, pad=pad,
-                       signature="conv2d_forward(x, w, b, stride=1, pad=0) -> (out, cache)")
+                       signature="conv2d_forward(x, w, b, stride=1, pad=0) -> (out, cache)",
+                       explain=_pad_explain(pad, i))
         out, _cache = chk.unpack(res, ("out", "cache"), "conv2d_forward")
         for name, before, now in zip("xwb", copies, (x, w, b)):
             chk.unchanged(before, now, f"conv2d_forward changed its input {name} in place.")
@@ -159,7 +237,8 @@ def check_conv2d_backward(fwd, bwd) -> None:
         dout = rng.standard_normal(ref_out.shape)
         dout_before = dout.copy()
         res = chk.call(bwd, dout, cache,
-                       signature="conv2d_backward(dout, cache) -> (dx, dw, db)")
+                       signature="conv2d_backward(dout, cache) -> (dx, dw, db)",
+                       explain=_pad_explain(pad, i, backward=True))
         dx, dw, db = chk.unpack(res, ("dx", "dw", "db"), "conv2d_backward")
         chk.unchanged(dout_before, dout, "conv2d_backward changed dout in place.")
         rdx, rdw, rdb = _oracle.conv2d_grads(x, w, b, stride, pad, dout)
@@ -174,15 +253,43 @@ def check_conv2d_backward(fwd, bwd) -> None:
                                            "[pad:-pad] is [0:0]. Crop with [pad:pad + H] "
                                            "instead.")))
         dx = chk.array(dx, "dx", xs, shape_hints=dx_hints)
+        orders = _w_orders(w)
+        scrambled = [dout.reshape(n, ho, wo, f).transpose(0, 3, 1, 2),
+                     dout.reshape(f, n, ho, wo).transpose(1, 0, 2, 3)]
+        dout_hint = ("dout is turned into a matrix with a reshape alone: its rows must be the "
+                     "(n, i, j) output positions and its columns the filters, "
+                     "dout.transpose(0, 2, 3, 1).reshape(-1, F) (or "
+                     "dout.transpose(1, 0, 2, 3).reshape(F, -1)); a reshape without the "
+                     "transpose pairs each gradient with the wrong window.")
+        grads_of = _LazyGrads(x, w, b, stride, pad, dout)
+        xp_grad = _oracle.conv2d_grads(
+            np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))), w, b, stride, 0, dout)[0] \
+            if pad else None
         chk.compare("dx", dx, rdx, alternatives=[
             (_oracle.conv2d_grads(x, w[:, :, ::-1, ::-1], b, stride, pad, dout)[0],
              "dx is what a flipped kernel gives: use w as it is (cross-correlation)."),
+            *[(functools.partial(grads_of, ("w", k), 0, w_=w_eff),
+               _order_hint(order).replace("the im2col columns", "in backward, the columns "
+                                          "(col2im)"))
+              for k, (_p, w_eff, order) in enumerate(orders)],
+            *[(functools.partial(grads_of, ("d", k), 0, dout_=d), dout_hint)
+              for k, d in enumerate(scrambled)],
+            *([(xp_grad[:, :, :h, :wd], (
+                f"dx is the gradient of the padded input cut at [0:H, 0:W] instead of "
+                f"[pad:pad + H, pad:pad + W] (or the windows were added into an unpadded dx "
+                f"without the offset pad): accumulate into dx_pad of the padded shape, then "
+                f"dx = dx_pad[:, :, {pad}:{pad} + H, {pad}:{pad} + W]."))] if pad else []),
         ], fallback_hint=_overlap_hint(dx, rdx, _window_coverage(xs, ws, stride, pad)),
             fallback_first=True)
         dw = chk.array(dw, "dw", ws)
         chk.compare("dw", dw, rdw, alternatives=[
             (rdw[:, :, ::-1, ::-1], ("dw is flipped: dw[f, c, i, j] = sum over n and output "
                                     "positions of dout * x_window[c, i, j].")),
+            *[(rdw.transpose(0, *(1 + p for p in perm)).reshape(ws),
+               _order_hint(order).replace("the im2col columns", "in backward, the columns"))
+              for perm, _w, order in orders],
+            *[(functools.partial(grads_of, ("d", k), 1, dout_=d), dout_hint)
+              for k, d in enumerate(scrambled)],
         ])
         not_summed = "db not summed over the batch and spatial positions: " \
                      "db = dout.sum(axis=(0, 2, 3)), one value per filter."

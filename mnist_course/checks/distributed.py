@@ -204,6 +204,36 @@ def _padded(order: list[int], world: int) -> list[int]:
     return out
 
 
+_PAD_HOW = ("DistributedSampler pads the SHUFFLED order with its own first elements, "
+            "indices += indices[:total_size - n], total_size = ceil(n / world) * world")
+
+
+def _padding_mistakes(order: list[int], n: int, world: int) -> list:
+    """(extra indices appended to the shuffled order, hint) for the usual ways of padding it
+    wrongly; the hint names the padding that was used."""
+    k = -n % world
+    mistakes = []
+    if k:
+        mistakes += [
+            ([order[-1]] * k, f"the padding repeats the last index {k} times: {_PAD_HOW}."),
+            ([order[0]] * k, (f"the padding repeats the first index {k} times instead of the "
+                              f"first {k} indices: {_PAD_HOW}.")),
+            (order[-k:], f"the padding is taken from the end of the order: {_PAD_HOW}."),
+            (list(range(k)), (f"the padding is the unshuffled indices 0..{k - 1} (range "
+                              f"instead of the shuffled order): {_PAD_HOW}.")),
+            ([0] * k, f"the padding is index 0 repeated: {_PAD_HOW}."),
+        ]
+        if n % world and n % world != k:
+            mistakes.append((order[:n % world], (
+                f"the padding has n % world = {n % world} indices; it needs total_size - n = "
+                f"{k}, up to the next multiple of world ({n + k}): {_PAD_HOW}.")))
+    else:
+        mistakes.append((order[:world], (
+            f"padded by a whole extra round although n = {n} is a multiple of world = {world}: "
+            f"pad (-n) % world = total_size - n indices, 0 here; {_PAD_HOW}.")))
+    return mistakes
+
+
 def _reference(n, rank, world, seed, epoch) -> list[int]:
     """The oracle: torch's own DistributedSampler."""
     from torch.utils.data import DistributedSampler
@@ -275,6 +305,12 @@ def check_rank_indices(fn) -> None:
              ("not shuffled: shuffle with torch.randperm(n, generator=torch.Generator()"
              ".manual_seed(seed + epoch)).")),
         ]
+        known += [([(order + extra)[r::world] for r in range(world)], text)
+                  for extra, text in _padding_mistakes(order, n, world)]
+        if len(padded) > n:
+            known.append(([(order[:len(padded) - n] + order)[r::world] for r in range(world)],
+                          (f"the padding is put in front of the order: append it at the end; "
+                           f"{_PAD_HOW}.")))
         if epoch:
             known.append(([_reference(n, r, world, seed, 0) for r in range(world)],
                           ("the epoch is ignored: every epoch would read the same order. Seed "

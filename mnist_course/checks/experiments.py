@@ -18,7 +18,7 @@ def check_mean_std(fn) -> None:
              ("three equal values", [0.98, 0.98, 0.98])]
     chk = _Check("check_mean_std", len(cases))
     for i, (desc, values) in enumerate(cases, 1):
-        chk.case(i, f"{desc}: {list(np.asarray(values, dtype=float))}")
+        chk.case(i, f"{desc}: {np.asarray(values, dtype=float).tolist()}")
         before = np.array(values, dtype=float)
         result = chk.call(fn, values, signature="mean_std(values) -> (mean, std)")
         mean, std = chk.unpack(result, ("mean", "std"), "mean_std")
@@ -117,11 +117,15 @@ def _note_direction(shifts, max_shift: int, generator, note) -> None:
              "down shows at its row r what the original had at row r - dy (padded row "
              "r + max_shift - dy), not r + dy.")
     elif shifts == list(zip(dx, dy)):
-        note("dy moved the images sideways and dx up and down: dy is the row shift (dim -2), "
-             "dx the column shift (dim -1).")
+        note("the rows moved by the second draw and the columns by the first: either dx was "
+             "drawn before dy (draw dy first, then dx, each torch.randint(-max_shift, "
+             "max_shift + 1, (N,), generator=generator), so that a seed gives the expected "
+             "shifts), or dy moved the images sideways and dx up and down (dy is the row shift, "
+             "dim -2; dx the column shift, dim -1).")
     elif shifts == [(-b, -a) for a, b in zip(dy, dx)]:
-        note("the shifts are both reversed and swapped between rows and columns: dy moves rows "
-             "(dim -2) down, dx moves columns (dim -1) to the right.")
+        note("the shifts are reversed, and rows and columns exchanged: an image moved dy down "
+             "shows at row r what the original had at row r - dy; and either dx was drawn "
+             "before dy (draw dy first, then dx) or dy moved columns instead of rows.")
 
 
 @_oracle._single_thread
@@ -215,6 +219,11 @@ def check_random_shift(fn) -> None:
         reached = {v for s in shifts for v in s}
         if len(set(shifts)) == 1:
             note(f"every image got the same shift {shifts[0]}: draw one (dy, dx) per image.")
+        elif all(a == b for a, b in shifts) or all(a == -b for a, b in shifts):
+            note("every image moved along a diagonal (dy == dx, or dy == -dx, for all 64): one "
+                 "draw was used for both directions. Draw dy and dx separately, dy first, "
+                 "then dx, each torch.randint(-max_shift, max_shift + 1, (N,), "
+                 "generator=generator).")
         elif -2 not in reached or 2 not in reached:
             note("no image moved the full max_shift=2 pixels in one of the two directions: "
                  "torch.randint's upper bound is exclusive, so use "

@@ -54,7 +54,17 @@ _EVAL_HINT = ("evaluation mode (train=False) must normalise with state['running_
               "state['running_var'], not with the statistics of the batch.")
 
 
-def _bn_out_alternatives(x, gamma, beta, eps, train, state_before):
+def _updated_stats(x, momentum, rm, rv):
+    """(mean, var) pairs a learner may normalise with after updating the running statistics
+    first: both updated, or the updated running mean with the batch variance."""
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    new_rm = (1 - momentum) * rm + momentum * mean
+    new_rv = (1 - momentum) * rv + momentum * var * m / (m - 1)
+    return [(new_rm, new_rv), (new_rm, var), (mean, new_rv)]
+
+
+def _bn_out_alternatives(x, gamma, beta, eps, train, state_before, momentum=0.1):
     rm, rv = state_before
     if not train:
         return [
@@ -79,12 +89,17 @@ def _bn_out_alternatives(x, gamma, beta, eps, train, state_before):
         (lambda: _normalise(x, gamma, beta, eps=eps, stats=(rm, rv)),
          ("training mode (train=True) normalised with the running statistics: use the mean and "
          "variance of this batch; only evaluation mode uses the running ones.")),
+        *[(lambda st=st: _normalise(x, gamma, beta, eps=eps, stats=st),
+           ("training mode normalised with the running statistics just updated (the state "
+            "was updated first, then read back to normalise): normalise with the mean and the "
+            "biased variance of this batch; the running statistics are only blended for "
+            "evaluation.")) for st in _updated_stats(x, momentum, rm, rv)],
         (lambda: _normalise(x, beta, gamma, eps=eps), ("gamma and beta swapped: out = gamma * "
                                                       "x_hat + beta.")),
     ]
 
 
-def _bn_running_alternatives(key, x, momentum, before):
+def _bn_running_alternatives(key, x, momentum, before, eps_value=1e-5):
     """Wrong running statistics: (array, hint) pairs."""
     m = x.shape[0] * x.shape[2] * x.shape[3]
     mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
@@ -108,6 +123,16 @@ def _bn_running_alternatives(key, x, momentum, before):
         (momentum * before + (1 - momentum) * var, keras + " Also: " + biased_hint),
         (unbiased, ("running_var was set to the batch variance: blend it in, running_var = "
                    "(1 - momentum) * running_var + momentum * unbiased variance.")),
+        *[((1 - momentum) * before + momentum * var * k / (k - 1),
+           (f"the unbiased factor uses {name} = {k} instead of m = N*H*W = {m}, the number of "
+            f"values per channel: running_var takes var * m / (m - 1)."))
+          for k, name in ((x.shape[0], "N"), (x.shape[2] * x.shape[3], "H*W"),
+                          (x.shape[1] * x.shape[2] * x.shape[3], "C*H*W"))
+          if 1 < k != m],
+        *[((1 - momentum) * before + momentum * (v + e), (
+            "eps was added to the running variance: store the variance itself, running_var = "
+            "(1 - momentum) * running_var + momentum * unbiased variance; eps is added only "
+            "where you divide, sqrt(var + eps).")) for v in (unbiased, var) for e in (eps_value,)],
         ((1 - momentum) * before + momentum * np.sqrt(unbiased),
          "running_var holds a standard deviation: store the (unbiased) variance."),
     ]
@@ -125,6 +150,7 @@ def _bn_dx_alternatives(x_hat, gamma, inv_std, dout, train):
         return [(scale * (dout - mean_d - x_hat * mean_dx), hint),
                 (scale * (dout - mean_d - centred * mean_dx), hint)]
     n, hw = x_hat.shape[0], x_hat[0, 0].size
+    m = n * hw
     full = "dx = gamma / std * (dout - mean(dout) - x_hat * mean(dout * x_hat)), means per channel"
     mean_d = dout.mean(axis=(0, 2, 3), keepdims=True)
     mean_dx = (dout * x_hat).mean(axis=(0, 2, 3), keepdims=True)
@@ -142,6 +168,23 @@ def _bn_dx_alternatives(x_hat, gamma, inv_std, dout, train):
          f"channel: {full}.")),
         (_c(inv_std) * (dout - mean_d - x_hat * mean_dx),
          f"dx lacks the factor gamma: {full}."),
+        *[(scale * (dout - mean_d - c * x_hat * mean_dx),
+           (f"the term through the variance has a wrong constant factor ({c:g} times the right "
+            f"one): d var / dx = 2 (x - mean) / m and d(1 / sqrt(var + eps)) / d var = "
+            f"-1 / (2 (var + eps)^(3/2)); the 2 and the 1/2 cancel: {full}."))
+          for c in (0.5, 2.0, -1.0, -0.5)],
+        *[(scale * (dout - c * mean_d - x_hat * mean_dx),
+           (f"the term through the mean has a wrong constant factor ({c:g} times the right "
+            f"one): it is -mean(dout) per channel, the sum divided by m = N*H*W: {full}."))
+          for c in (2.0, -1.0, 0.5)],
+        *([(scale * (dout - mean_d * hw - x_hat * mean_dx), (
+            f"the term through the mean divides by N = {n} instead of m = N*H*W: {full}.")),
+          (scale * (dout - mean_d - x_hat * mean_dx * hw), (
+            f"the term through the variance divides by N = {n} instead of m = N*H*W: "
+            f"{full}."))] if hw > 1 else []),
+        *[(scale * (dout - mean_d - x_hat * mean_dx) * k, (
+            f"dx is {k:g} times the right value: a wrong constant factor in front, "
+            f"{full}.")) for k in (m / (m - 1), (m - 1) / m, 2.0, 0.5)],
     ]
 
 
@@ -221,7 +264,8 @@ def check_batchnorm2d(fwd, bwd) -> None:
                          f"them.")
         out = chk.array(out, "out", shape)
         chk.compare("out", out, ref_out,
-                    alternatives=_bn_out_alternatives(x, gamma, beta, eps, train, (rm0, rv0)))
+                    alternatives=_bn_out_alternatives(x, gamma, beta, eps, train, (rm0, rv0),
+                                                     momentum))
 
         # the running statistics after a training step
         for key, before, ref in (("running_mean", rm0, ref_rm), ("running_var", rv0, ref_rv)):
@@ -230,7 +274,7 @@ def check_batchnorm2d(fwd, bwd) -> None:
             now = chk.array(state[key], f"state[{key!r}] after the call", (c,), shape_hints=[
                 (s, _AXES_HINT) for s in ((c, h, w), (n, c), (1, c, 1, 1), (n, c, 1, 1), ())])
             chk.compare(f"state[{key!r}] after the call", now, ref,
-                        alternatives=_bn_running_alternatives(key, x, momentum, before))
+                        alternatives=_bn_running_alternatives(key, x, momentum, before, eps))
             if state[key] is not arrays[key]:
                 chk.fail(f"state[{key!r}] was replaced by a new array (state[key] = ...): update "
                          f"it in place, e.g. state[{key!r}] *= 1 - momentum; state[{key!r}] += "
@@ -271,15 +315,41 @@ def check_batchnorm2d(fwd, bwd) -> None:
 # Dropout
 # --------------------------------------------------------------------------------------------
 
-# (x shape, p, train)
+# (x shape, p, train, dtype)
 _DROPOUT_CASES = [
-    ((64, 8, 6, 6), 0.2, True),
-    ((200, 50), 0.5, True),
-    ((32, 16, 4, 4), 0.8, True),
-    ((8, 3, 5, 5), 0.0, True),
-    ((16, 4, 3, 3), 0.5, False),
-    ((10, 20), 0.3, False),
+    ((64, 8, 6, 6), 0.2, True, np.float64),
+    ((200, 50), 0.5, True, np.float64),
+    ((32, 16, 4, 4), 0.8, True, np.float64),
+    ((8, 3, 5, 5), 0.0, True, np.float64),
+    ((16, 4, 3, 3), 0.5, False, np.float64),
+    ((10, 20), 0.3, False, np.float64),
+    ((12, 5, 3, 3), 1.0, True, np.float64),
+    ((60, 40), 0.4, True, np.float32),
+    ((10, 6), 0.4, False, np.float32),
 ]
+
+_P_ONE_HINT = ("with p = 1 every value is dropped and 1 / (1 - p) divides by zero: use the "
+               "scale 0 (not 1 / (1 - p)) when p == 1, so that out and dx are all zeros, as "
+               "torch's dropout gives.")
+
+
+def _dtype_hint(what: str, got, want) -> str:
+    return (f"{what} has dtype {got} for a {want} input: the mask from rng.random(...) is "
+            f"float64 and promotes the product; cast the mask (or the result) to x.dtype, "
+            f"e.g. mask = (rng.random(x.shape) >= p).astype(x.dtype) / (1 - p), so that "
+            f"float32 stays float32.")
+
+
+def _explain_p_one(exc: Exception) -> str | None:
+    if isinstance(exc, (ZeroDivisionError, FloatingPointError)):
+        return _P_ONE_HINT
+    return None
+
+
+def _same_dtype(chk, arr, want, what: str) -> None:
+    if np.asarray(arr).dtype != want:
+        chk.fail(f"{what} has dtype {np.asarray(arr).dtype}; expected {np.dtype(want)}, the "
+                 f"dtype of the input.", f"Likely bug: {_dtype_hint(what, np.asarray(arr).dtype, np.dtype(want))}")
 
 _RNG_HINT = ("draw the mask from the rng argument (rng.random(x.shape) >= p), not from "
              "np.random (the global generator) or a new generator of your own.")
@@ -294,11 +364,16 @@ def _dropout_train_case(chk, fwd, bwd, x, p, seed, rng):
     __tracebackhide__ = True
     signature = "dropout_forward(x, p, train=True, rng=None) -> (out, cache)"
     before = x.copy()
-    res = chk.call(fwd, x, p, train=True, rng=np.random.default_rng(seed), signature=signature)
+    res = chk.call(fwd, x, p, train=True, rng=np.random.default_rng(seed), signature=signature,
+                   explain=_explain_p_one if p == 1 else None)
     out, cache = chk.unpack(res, ("out", "cache"), "dropout_forward")
     chk.unchanged(before, x, "dropout_forward changed its input x in place: return x * mask "
                              "/ (1 - p) as a new array.")
     out = chk.array(out, "out", x.shape)
+    if p == 1:
+        _dropout_p_one(chk, bwd, x, out, cache, rng)
+        return
+    _same_dtype(chk, out, x.dtype, "out")
     kept = out != 0
     frac = 1.0 - float(kept.mean())
     bound = 6 * np.sqrt(p * (1 - p) / x.size) + 1e-9
@@ -331,12 +406,13 @@ def _dropout_train_case(chk, fwd, bwd, x, p, seed, rng):
                      "different values.", f"Likely bug: {_RNG_HINT}")
     else:
         chk.compare("out (p = 0: nothing is dropped)", out, x)
-    dout = rng.standard_normal(x.shape)
-    dout = np.where(dout == 0, 1.0, dout)
+    dout = rng.standard_normal(x.shape).astype(x.dtype)
+    dout = np.where(dout == 0, 1.0, dout).astype(x.dtype)
     dout_before = dout.copy()
     dx = chk.call(bwd, dout, cache, signature="dropout_backward(dout, cache) -> dx")
     chk.unchanged(dout_before, dout, "dropout_backward changed dout in place.")
     dx = chk.array(dx, "dx", x.shape)
+    _same_dtype(chk, dx, x.dtype, "dx")
     dropped_in_dx = dx == 0
     if p > 0 and np.any(dropped_in_dx) and not np.array_equal(dropped_in_dx, ~kept):
         chk.fail("dx is zero at other positions than out: the backward pass used a different "
@@ -351,6 +427,30 @@ def _dropout_train_case(chk, fwd, bwd, x, p, seed, rng):
     ])
 
 
+def _dropout_p_one(chk, bwd, x, out, cache, rng) -> None:
+    """p = 1: everything is dropped; out and dx are zeros, never nan or inf."""
+    __tracebackhide__ = True
+    if not np.all(np.isfinite(out)):
+        chk.fail(f"out contains nan or inf ({int(np.sum(~np.isfinite(out)))} of {out.size} "
+                 f"values).", f"Likely bug: {_P_ONE_HINT}")
+    if np.any(out != 0):
+        chk.fail(f"{float(np.mean(out != 0)):.1%} of the outputs are not zero with p = 1.",
+                 "Likely bug: p is the probability of dropping a value: with p = 1 every value "
+                 "is dropped (keep = rng.random(x.shape) >= p is all False).")
+    dout = rng.standard_normal(x.shape)
+    dx = chk.call(bwd, dout, cache, signature="dropout_backward(dout, cache) -> dx",
+                  explain=_explain_p_one)
+    dx = chk.array(dx, "dx", x.shape)
+    if not np.all(np.isfinite(dx)):
+        chk.fail(f"dx contains nan or inf ({int(np.sum(~np.isfinite(dx)))} of {dx.size} "
+                 f"values).", f"Likely bug: {_P_ONE_HINT}")
+    if np.any(dx != 0):
+        chk.fail("dx is not zero with p = 1: every value was dropped in the forward pass, so "
+                 "no gradient flows back.",
+                 "Likely bug: dx = dout * mask / (1 - p) with the forward pass's mask (all "
+                 "zeros here); a mask drawn again or ignored in backward lets gradient through.")
+
+
 def check_dropout(fwd, bwd) -> None:
     """Check ``dropout_forward(x, p, train=True, rng=None) -> (out, cache)`` (inverted dropout,
     p the probability of dropping, identity in evaluation mode) and ``dropout_backward(dout,
@@ -358,9 +458,9 @@ def check_dropout(fwd, bwd) -> None:
     mask for the same seed and in backward, and rng=None."""
     chk = _Check("check_dropout", len(_DROPOUT_CASES) + 1)
     rng = _rng(31)
-    for i, (shape, p, train) in enumerate(_DROPOUT_CASES, 1):
-        chk.case(i, f"x {_fmt_shape(shape)}, p={p}, train={train}")
-        x = _nonzero_values(rng, shape)
+    for i, (shape, p, train, dtype) in enumerate(_DROPOUT_CASES, 1):
+        chk.case(i, f"x {_fmt_shape(shape)} {np.dtype(dtype)}, p={p}, train={train}")
+        x = _nonzero_values(rng, shape).astype(dtype)
         if train:
             _dropout_train_case(chk, fwd, bwd, x, p, seed=100 + i, rng=rng)
             continue
@@ -370,6 +470,7 @@ def check_dropout(fwd, bwd) -> None:
         out, cache = chk.unpack(res, ("out", "cache"), "dropout_forward")
         chk.unchanged(before, x, "dropout_forward changed its input x in place.")
         out = chk.array(out, "out", shape)
+        _same_dtype(chk, out, x.dtype, "out")
         if np.any(out == 0):
             chk.fail(f"{float(np.mean(out == 0)):.1%} of the outputs are zero in evaluation mode.",
                      "Likely bug: values were dropped with train=False: dropout is the identity "
@@ -381,9 +482,10 @@ def check_dropout(fwd, bwd) -> None:
                           "non-inverted dropout; with inverted dropout evaluation is the "
                           "identity.")),
         ])
-        dout = rng.standard_normal(shape)
+        dout = rng.standard_normal(shape).astype(dtype)
         dx = chk.call(bwd, dout, cache, signature="dropout_backward(dout, cache) -> dx")
         dx = chk.array(dx, "dx", shape)
+        _same_dtype(chk, dx, x.dtype, "dx")
         chk.compare("dx", dx, dout, alternatives=[
             (dout / (1 - p), ("dx is scaled in evaluation mode: there, dropout is the identity "
                              "and dx = dout.")),

@@ -67,6 +67,42 @@ def _reads_as(fn, path, ref: np.ndarray) -> bool:
 # read_idx
 # --------------------------------------------------------------------------------------------
 
+def _offset_hint(ref: np.ndarray, content: bytes, header: int, exc, out) -> str | None:
+    """Sizes or data read from the wrong byte: named from the numbers in the error message or
+    in the shape returned."""
+    numbers = set()
+    if exc is not None:
+        numbers = {int(t) for t in re.findall(r"\d+", str(exc))}
+    if isinstance(out, np.ndarray):
+        numbers |= {int(d) for d in out.shape} | {int(out.size)}
+    magic = int.from_bytes(content[:4], "big")
+    dims = tuple(int(d) for d in ref.shape)
+    fields = [int.from_bytes(content[i:i + 4], "big") for i in range(0, header + 8, 4)]
+    if magic in numbers:
+        return (f"the sizes are read from byte 0: the first 4 bytes are the magic number "
+                f"({magic} = 0x{magic:08x}), and the {ref.ndim} sizes follow it, from byte 4 "
+                f"to byte {header}. {_HEADER_HOW.capitalize()}.")
+    late = fields[2:2 + ref.ndim]
+    if len(late) == ref.ndim and tuple(late) != dims and (
+            any(f in numbers and f not in dims and f > 255 for f in late)
+            or (isinstance(out, np.ndarray) and tuple(out.shape) == tuple(late))):
+        return (f"the sizes are read from byte 8, one field late: they start at byte 4, right "
+                f"after the 4-byte magic number. {_HEADER_HOW.capitalize()}.")
+    for start in range(1, header + 9):          # 0: the header not skipped, named below
+        if start == header or len(content) - start == ref.size \
+                or (ref.ndim == 1 and start == 16):  # 16: 3 dims assumed, named below
+            continue
+        size = len(content) - start
+        if size in numbers and size not in dims:
+            why = {4 * ref.ndim: "4 * ndim forgets the 4 bytes of the magic number",
+                   4 + ref.ndim: "each size takes 4 bytes, not 1",
+                   header + 4: "one 4-byte field too many is skipped"}.get(start, "")
+            return (f"the data is read from byte {start} ({size} bytes left), but it starts "
+                    f"at byte {header} = 4 + 4 * ndim" + (f": {why}" if why else "") + ". "
+                    f"{_HEADER_HOW.capitalize()}.")
+    return None
+
+
 def _read_idx_hint(fn, folder: Path, ref: np.ndarray, content: bytes, gz: bool, raw_ok: bool,
                    exc: Exception | None = None, out=None) -> str | None:
     """The likely bug behind a failure on a valid file: exc (raised) or out (returned)."""
@@ -85,6 +121,9 @@ def _read_idx_hint(fn, folder: Path, ref: np.ndarray, content: bytes, gz: bool, 
                     "(most significant byte first): struct.unpack('>I', ...) or "
                     "int.from_bytes(b, 'big'), or np.frombuffer(..., dtype='>u4').")
     header = 4 + 4 * ref.ndim
+    found = _offset_hint(ref, content, header, exc, out)
+    if found:
+        return found
     if exc is not None and re.search(rf"\b{len(content)}\b", str(exc)):
         return (f"the error mentions {len(content)}, the size of the whole file: the header "
                 f"is not skipped. {_HEADER_HOW.capitalize()} ({header} bytes here).")

@@ -243,6 +243,15 @@ class _WatchedLoss(nn.Module):
                 or labels.shape != logits.shape[:1]:
             raise _Misuse(f"loss_fn's second argument is {_describe(labels)}: pass the "
                           f"labels of the batch (N,) int64 as they come from the loader.")
+        with torch.no_grad():
+            rows = logits.detach().float()
+            probabilities = bool(rows.numel()) and bool((rows >= 0).all()) \
+                and bool(torch.allclose(rows.sum(dim=1), torch.ones(len(rows)), atol=1e-4))
+        if probabilities:
+            raise _Misuse("loss_fn received probabilities (every row is >= 0 and sums to 1): a "
+                          "softmax before the loss? The cross-entropy loss applies log-softmax "
+                          "itself; pass the raw logits, loss_fn(model(x), y), and keep softmax "
+                          "for reading out probabilities (argmax needs none).")
         loss = F.cross_entropy(logits, labels.as_subclass(torch.Tensor))
         if loss.requires_grad:
             token = _Token(self.watch.forwards)
@@ -269,8 +278,10 @@ def _explain(exc: Exception) -> str | None:
                 "first.")
     if "does not require grad" in text:
         return ("loss.backward() found no graph: is the training forward pass inside "
-                "torch.no_grad(), or the loss rebuilt from .item() / .detach()? Keep "
-                "torch.no_grad() for evaluate.")
+                "torch.no_grad(), or the loss rebuilt from .item() / .detach()? Or did "
+                "evaluate turn gradients off for good (torch.set_grad_enabled(False), "
+                "model.requires_grad_(False)) so that the next epoch trains without them? Keep "
+                "torch.no_grad() for evaluate, as a `with` block or a decorator.")
     if "modified by an inplace operation" in text:
         return ("optimizer.step() ran between this batch's forward pass and its backward(): the "
                 "order is zero_grad, forward, loss, backward, then step.")
@@ -313,9 +324,13 @@ def _count_problem(watch: _Watch, n_batches: int, last: int) -> str | None:
                 f"last holds {last} samples): is the short last batch skipped, or the loop "
                 f"stopped early?")
     if watch.forwards > n_batches:
+        twice = (" A second forward pass for the accuracy (or a second pass over the loader)? "
+                 "Compute logits = model(x) once per batch and use them for both the loss and "
+                 "the accuracy, logits.argmax(dim=1)." if watch.forwards % n_batches == 0
+                 else "")
         return (f"the model ran {watch.forwards} times for {n_batches} batches: call it once "
                 f"per batch (each extra call draws new dropout masks and, in training, updates "
-                f"batch norm's statistics again).")
+                f"batch norm's statistics again).{twice}")
     return None
 
 
@@ -463,8 +478,10 @@ def check_train_one_epoch(fn) -> None:
 
     graph_hint = ("summing loss tensors (total += loss) keeps every batch's graph alive. "
                   "Accumulate total += loss.item() * len(x) and return a float.")
-    problem = (_mode_problem(watch, want_training=True) or _grad_problem(watch, True)
-               or _count_problem(watch, len(loader), n % size))
+    extra = watch.forwards > len(loader)         # extra passes first: they may run without grad
+    problem = (_mode_problem(watch, want_training=True)
+               or (_count_problem(watch, len(loader), n % size) if extra else None)
+               or _grad_problem(watch, True) or _count_problem(watch, len(loader), n % size))
     if problem:
         chk.fail(f"Likely bug: {problem}")
     loss = _returned_float(chk, result, "the value returned", graph_hint)
@@ -544,12 +561,31 @@ def check_evaluate(fn) -> None:
         reference = copy.deepcopy(model)
         watch = _Watch(model)
         loader = _loader(x, y, size, watch.moves)
+        grad_before = torch.is_grad_enabled()
         try:
             result = _run(chk, fn, model, loader, _WatchedLoss(watch), device="cpu",
                           signature=_SIG_EVAL)
         finally:
             watch.close()
+            grad_after = torch.is_grad_enabled()
+            torch.set_grad_enabled(grad_before)
         stats = _eval_stats(reference, _batches(x, y, size))
+    if grad_before and not grad_after:
+        chk.fail("after evaluate returned, gradients were still off (torch.is_grad_enabled() "
+                 "is False): the next training epoch would build no graph and "
+                 "loss.backward() would fail.",
+                 "Likely bug: torch.set_grad_enabled(False) (or torch.no_grad().__enter__()) "
+                 "switches gradients off for everything that follows. Use a block that "
+                 "switches them back on when it ends: `with torch.no_grad():` around the loop, "
+                 "or the decorator @torch.no_grad() on evaluate.")
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    if frozen:
+        chk.fail(f"after evaluate returned, {len(frozen)} parameters no longer require "
+                 f"gradients ({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''}).",
+                 "Likely bug: model.requires_grad_(False) (or p.requires_grad = False) freezes "
+                 "the weights for good: the next training epoch would not update them. To "
+                 "evaluate without gradients, use `with torch.no_grad():` and leave "
+                 "requires_grad alone.")
 
     problem = _mode_problem(watch, want_training=False)
     if not problem and any(p.grad is not None for p in model.parameters()):
@@ -602,6 +638,18 @@ def check_evaluate(fn) -> None:
             (correct / (len(stats) * size), ("divided by len(loader) * batch_size, which counts "
                                              "the short last batch as full: divide by "
                                              "len(loader.dataset).")),
+            (stats[-1][1] / stats[-1][2], (f"the accuracy is that of the last batch only "
+                                           f"({stats[-1][1]}/{stats[-1][2]}): the count is "
+                                           f"overwritten in every batch (correct = ... instead "
+                                           f"of correct += ...), or computed after the loop "
+                                           f"from the last batch's logits. Add up the correct "
+                                           f"predictions of every batch and divide by {total}.")),
+            (stats[-1][1] / total, (f"only the last batch's correct predictions are counted "
+                                    f"({stats[-1][1]} of {total} samples): correct = ... "
+                                    f"overwrites the count in every batch; add them up with "
+                                    f"correct += ....")),
+            (stats[0][1] / stats[0][2], ("the accuracy is that of the first batch only: is "
+                                         "the `return` inside the loop?")),
         ]) or "the prediction is logits.argmax(dim=1); count (pred == y) over all samples."
         chk.fail(f"the accuracy is {acc:.6g}; expected {correct}/{total} = {ref_acc:.6g}.",
                  f"Likely bug: {hint}")
@@ -619,10 +667,70 @@ def check_evaluate(fn) -> None:
 
 # A linear model that starts at zero and only ever sees label 0 in training, while 4 in 10
 # validation labels are 1: validation loss falls while p(class 0) approaches 0.6, then rises.
+# Case 3 changes the training labels from epoch to epoch (`ones`: how many of the 8 are 1), so
+# that the validation loss goes down, up, down (a new best), up, down (not a new best), up: the
+# stopping rule must count from the best epoch and start counting again at every new best.
 _FIT_CASES = [
     {"lr": 0.05, "epochs": 10, "patience": None, "gamma": None},
     {"lr": 0.1, "epochs": 8, "patience": 3, "gamma": 0.8},
+    {"lr": 0.3, "epochs": 9, "patience": None, "gamma": None,
+     "ones": (0, 2, 0, 6, 0, 8, 0, 0, 0)},
 ]
+
+
+class _EpochLoader:
+    """A loader whose data changes at every pass: pass k iterates loaders[k] (the last one
+    again when they run out). len(), .dataset and .batch_size are those of the latest pass."""
+
+    def __init__(self, loaders: list):
+        self.loaders, self.passes = loaders, 0
+
+    @property
+    def _current(self):
+        return self.loaders[min(max(self.passes - 1, 0), len(self.loaders) - 1)]
+
+    def __iter__(self):
+        self.passes += 1
+        return iter(self._current)
+
+    def __len__(self):
+        return len(self._current)
+
+    @property
+    def dataset(self):
+        return self._current.dataset
+
+    @property
+    def batch_size(self):
+        return self._current.batch_size
+
+
+def _train_labels(case: dict, epoch: int, y_train):
+    ones = case.get("ones")
+    if ones is None:
+        return y_train
+    y = torch.zeros_like(y_train)
+    y[:ones[min(epoch, len(ones) - 1)]] = 1
+    return y
+
+
+def _stops(val_losses: list, patience: int, rule: str):
+    """(epochs run, best index) of a stopping rule over a whole validation curve: "best" (the
+    right one), "no_reset" (the count of bad epochs never restarts), "previous" (improved means
+    better than the previous epoch)."""
+    best, best_i, bad = math.inf, 0, 0
+    for i, v in enumerate(val_losses):
+        better = v < (val_losses[i - 1] if rule == "previous" and i else best)
+        if better:
+            best_i = i
+            best = min(best, v) if rule != "previous" else v
+            if rule != "no_reset":
+                bad = 0
+        else:
+            bad += 1
+            if (i - best_i if rule == "best" else bad) >= patience:
+                return i + 1, best_i
+    return len(val_losses), best_i
 
 
 def _fit_data():
@@ -645,14 +753,16 @@ def _fit_objects(case: dict):
     return model, optimizer, scheduler
 
 
-def _fit_reference(case: dict, data, size: int):
-    """The check's own fit: rows, the weights after every epoch, the best index (0-based)."""
+def _fit_reference(case: dict, data, size: int, full: bool = False):
+    """The check's own fit: rows, the weights after every epoch, the best index (0-based).
+    full: no early stop (the whole validation curve, to replay wrong stopping rules)."""
     model, optimizer, scheduler = _fit_objects(case)
     x_train, y_train, x_val, y_val = data
-    train, val = _batches(x_train, y_train, size), _batches(x_val, y_val, size)
+    val = _batches(x_val, y_val, size)
     patience = 2 if case["patience"] is None else case["patience"]
     rows, states, best, best_i = [], [], math.inf, 0
     for i in range(case["epochs"]):
+        train = _batches(x_train, _train_labels(case, i, y_train), size)
         lr = optimizer.param_groups[0]["lr"]
         loss = _per_sample(_epoch(model, train, optimizer))
         stats = _eval_stats(model, val)
@@ -666,7 +776,7 @@ def _fit_reference(case: dict, data, size: int):
             rows[-1]["next_lr"] = optimizer.param_groups[0]["lr"]
         if rows[-1]["val_loss"] < best:
             best, best_i = rows[-1]["val_loss"], i
-        elif i - best_i >= patience:
+        elif i - best_i >= patience and not full:
             break
     return rows, states, best_i
 
@@ -678,13 +788,18 @@ def check_fit(fn) -> None:
     fit runs as it is, with the train_one_epoch and evaluate it finds (check those first). The
     scenario: a zero-initialised nn.Linear(3, 2) trained only on label 0, validated on labels
     with 4 in 10 ones, so that validation loss improves, then worsens. Case 1 uses the defaults
-    (patience=2, no scheduler), case 2 patience=3 and ExponentialLR(gamma=0.8). The history
+    (patience=2, no scheduler), case 2 patience=3 and ExponentialLR(gamma=0.8); in case 3 the
+    training labels change from epoch to epoch (the train loader gives other labels at each
+    pass), so that validation loss goes down, up, down to a new best, up, down (not to a new
+    best) and up: the count of bad epochs must restart at every new best, and "improved" means
+    better than the best so far, not than the previous epoch. The history
     rows ``history["epochs"]`` (epoch, loss, val_loss, val_acc, lr), the stopping epoch,
     ``history["best_epoch"]``, the scheduler's steps and the weights left in the model (those of
     the best epoch) are compared with the check's own fit.
 
     Names: the last weights kept instead of the best, ``best = model.state_dict()`` without a
-    copy, no early stopping, stopping one epoch early or late, the scheduler stepped per batch,
+    copy, no early stopping, stopping one epoch early or late, a patience count not reset on
+    improvement, improvement measured against the previous epoch instead of the best, the scheduler stepped per batch,
     before training or not at all, the lr recorded after scheduler.step(), ``test_`` keys for
     validation, and a best_epoch numbered unlike the rows.
     """
@@ -697,19 +812,25 @@ def check_fit(fn) -> None:
         chk.case(index, f"zero-initialised nn.Linear(3, 2), SGD(lr={case['lr']}), "
                         f"{sched_desc}, epochs={case['epochs']}, "
                         f"patience={kwargs.get('patience', '2 (the default)')}, 8 training and "
-                        f"10 validation samples in batches of 3")
+                        f"10 validation samples in batches of 3"
+                        + (f", the number of training labels 1 changing per epoch: "
+                           f"{', '.join(map(str, case['ones']))}" if "ones" in case else ""))
         with _seeded(0):
             rows, states, best_i = _fit_reference(case, data, size)
+            curve = [r["val_loss"] for r in _fit_reference(case, data, size, full=True)[0]]
             model, optimizer, scheduler = _fit_objects(case)
             seen = _watch_fit(model, optimizer, scheduler)
             x_train, y_train, x_val, y_val = data
             if scheduler is not None:
                 kwargs["scheduler"] = scheduler
-            history = _run(chk, fn, model, _loader(x_train, y_train, size),
+            train_loader = _loader(x_train, y_train, size) if "ones" not in case else \
+                _EpochLoader([_loader(x_train, _train_labels(case, i, y_train), size)
+                              for i in range(case["epochs"])])
+            history = _run(chk, fn, model, train_loader,
                            _loader(x_val, y_val, size), optimizer, nn.CrossEntropyLoss(),
                            case["epochs"], signature=_SIG_FIT, device="cpu", **kwargs)
         _check_history(chk, case, history, rows, states, best_i, seen["steps"],
-                       seen["scheduler"], seen["loads"], _flat(model))
+                       seen["scheduler"], seen["loads"], _flat(model), curve)
     chk.passed(detail="history, early stop, scheduler steps and the best weights restored")
 
 
@@ -739,7 +860,8 @@ def _watch_fit(model, optimizer, scheduler) -> dict:
     return seen
 
 
-def _check_history(chk, case, history, rows, states, best_i, steps, sched_calls, loads, got):
+def _check_history(chk, case, history, rows, states, best_i, steps, sched_calls, loads, got,
+                   curve):
     """Compare what fit returned and left in the model with the reference run."""
     per_epoch = 3                                   # optimizer steps per epoch
     if not isinstance(history, dict):
@@ -792,11 +914,26 @@ def _check_history(chk, case, history, rows, states, best_i, steps, sched_calls,
                 chk.fail(f"history row {i} (epoch {row['epoch']}): {key} = {value:.6g}, "
                          f"expected {ref[key]:.6g}.", f"Likely bug: {hint}")
     n_ref, n_got, patience = len(rows), len(got_rows), case["patience"] or 2
+    no_reset, previous = _stops(curve, patience, "no_reset"), _stops(curve, patience, "previous")
+    shape = ""
+    if "ones" in case:
+        shape = (f" (the training labels change from epoch to epoch, so val_loss goes down, up "
+                 f"and down again: {', '.join(f'{r:.4f}' for r in curve[:n_ref])})")
+    previous_hint = ("'improved' means better than the previous epoch: compare val_loss with "
+                     "the BEST so far (best_loss), and count the epochs since the best one; an "
+                     "epoch better than the last but not than the best is no improvement.")
     if n_got != n_ref:
         best_text = (f"val_loss is lowest after epoch {base + best_i} and worse in the "
                      f"{patience} epochs after it, so fit should stop after epoch "
-                     f"{base + n_ref - 1} ({n_ref} epochs)")
-        if n_got == case["epochs"]:
+                     f"{base + n_ref - 1} ({n_ref} epochs){shape}")
+        if n_got == no_reset[0] != n_ref:
+            hint = ("the count of epochs without improvement is not reset when val_loss "
+                    "improves: set it back to 0 at every new best (or count epoch - "
+                    "best_epoch), so that patience counts the bad epochs IN A ROW after the "
+                    "best.")
+        elif n_got == previous[0] != n_ref:
+            hint = previous_hint
+        elif n_got == case["epochs"]:
             hint = ("no early stop: count the epochs since the best val_loss and stop when "
                     "that count reaches patience.")
         elif n_got == n_ref - 1:
@@ -811,7 +948,9 @@ def _check_history(chk, case, history, rows, states, best_i, steps, sched_calls,
     best = history.get("best_epoch")
     if best != base + best_i:
         hint = None
-        if best == base + n_ref - 1:
+        if best == base + previous[1] != base + best_i:
+            hint = previous_hint
+        elif best == base + n_ref - 1:
             hint = "best_epoch is the last epoch: record the epoch with the lowest val_loss."
         elif best == best_i + 1 - base:
             hint = "best_epoch is numbered unlike the rows' epoch: use the same numbering."
@@ -829,6 +968,8 @@ def _check_history(chk, case, history, rows, states, best_i, steps, sched_calls,
             else:
                 hint = ("the model keeps the weights of the last epoch: at the end, load the "
                         "best ones back with model.load_state_dict(best_state).")
+        elif previous[1] < len(states) and _rel(got, states[previous[1]]) < _TOL:
+            hint = previous_hint
         else:
             hint = ("the weights are neither the best epoch's nor the last's: keep "
                     "copy.deepcopy(model.state_dict()) whenever val_loss improves and load it "

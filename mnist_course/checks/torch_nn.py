@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist_course import _oracle
-from mnist_course.checks._core import _Check, _describe, _fmt_shape
+from mnist_course.checks._core import TOL_FLOAT32, _Check, _describe, _fmt_shape
 from mnist_course.checks.cnn import _POOL_MISTAKES
 
 __all__ = ["check_my_cnn", "check_regularized_cnn", "check_sequential"]
@@ -389,7 +390,39 @@ def check_sequential(fn) -> None:
                     fallback_hint=f"the layers differ from the course CNN: {_SEQUENTIAL}.")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n  {layer_line}") from None
+    _sequential_train_mode(chk, model, x, ref, layer_line)
     chk.passed(detail=f"{_N_PARAMS:,} parameters, the logits equal the course CNN's")
+
+
+_TRAIN_ONLY = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._NormBase)
+
+
+def _sequential_train_mode(chk, model, x, ref, layer_line) -> None:
+    """The same logits in training mode: a layer that acts only in training (dropout, batch
+    norm) is not part of lesson 06's CNN, and evaluation mode alone hides it."""
+    __tracebackhide__ = True
+    extra = [f"{name or 'the model'} = {type(m).__name__}" for name, m in model.named_modules()
+             if isinstance(m, _TRAIN_ONLY)]
+    state = copy.deepcopy(model.state_dict())
+    try:
+        model.train()
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(0)
+            out = model(torch.from_numpy(x))
+    finally:
+        model.load_state_dict(state)
+        model.eval()
+    got = out.detach().cpu().numpy().astype(np.float64)
+    err = float(np.max(np.abs(got - ref)) / max(float(np.max(np.abs(ref))), 1e-12))
+    if err <= TOL_FLOAT32:
+        return
+    what = (f"it holds {', '.join(extra)}, which acts only in training mode"
+            if extra else "some layer behaves differently in training mode")
+    chk.fail(f"in training mode (model.train()) the logits differ from the course CNN's by "
+             f"{err:.1e} (relative), although they match in evaluation mode.",
+             f"Likely bug: {what}: lesson 06's CNN has no dropout and no batch norm, so "
+             f"model.train() and model.eval() must give the same logits. Remove the extra "
+             f"layer ({_SEQUENTIAL}).", layer_line)
 
 
 # --------------------------------------------------------------------------------------------
