@@ -223,7 +223,8 @@ def match_exercises(nb: nbformat.NotebookNode, reference: nbformat.NotebookNode
     - a solution cell is every cell with its ``grade_id`` (the learner's code replaced the stub;
       the metadata stayed). Without the metadata, the last cell before the check cell, and after
       the previous exercise's, that defines the same function or class is taken (or, for a
-      solution that defines nothing, one with the reference's very source).
+      solution that defines nothing, one with the reference's very source, else the last cell
+      there whose source is in no code cell of the reference: the learner's own).
 
     Returns ``(exercises, notes)``: each note is one line saying what was assumed.
     """
@@ -276,11 +277,18 @@ def match_exercises(nb: nbformat.NotebookNode, reference: nbformat.NotebookNode
             candidates = [i for i in untagged if after < i < end and i not in used and (
                 names & set(_DEFINES.findall(nb.cells[i].source)) if names
                 else _same_source(nb.cells[i].source, ref_src))]
+            how = f"it defines {', '.join(sorted(names))}" if names else "it has the stub's source"
+            if not candidates and not names:
+                # An answer that defines nothing (an open exercise): the learner's own code
+                # before the check, a cell whose source is none of the lesson's.
+                ref_code = [c.source for c in reference.cells if c.cell_type == "code"]
+                candidates = [i for i in untagged if after < i < end and i not in used and not
+                              any(_same_source(nb.cells[i].source, src) for src in ref_code)]
+                how = "it is your code before the check, found in no cell of the lesson"
             what = ", ".join(sorted(names)) or "its code"
             if candidates:
                 solutions.append(candidates[-1])
                 used.add(candidates[-1])
-                how = f"it defines {what}" if names else "it has the stub's source"
                 recognised.append(f"{name}: a solution cell has lost its nbgrader metadata; "
                                   f"took {_code_label(nb, candidates[-1])} ({how})")
                 notes.append(recognised[-1])
