@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 # test alone. One thread each, because a second thread buys little here (`mnist-course bench`:
 # NumPy 29.0 vs 27.3 ms per step, PyTorch 42 vs 31) and two processes with two threads each on
 # 2 cores ran slower than one after the other; so the whole command
-# took 639 s for 1,252 s of tests added up across the two workers (docs/maintaining.md).
+# took 887 s for 1,747 s of tests added up across the two workers (docs/maintaining.md).
 THREADS := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 test: $(STAMP)  ## every solution notebook (nbval) and unit test, on 2 workers
 	$(THREADS) $(BIN)/python -m pytest -n 2 --dist loadgroup solutions tests
